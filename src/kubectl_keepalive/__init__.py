@@ -1,3 +1,3 @@
-"""kubectl-keepalive: TCP keepalive on Istio ingress gateway listeners, applied and verified live."""
+"""kubectl-keepalive: TCP keepalive on Istio ingress gateways, applied and verified live."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,610 @@
+"""Use cases: status, plan (diff), enable, disable. They return reports and never print.
+
+Data moves one way: the cluster is read once into records, pure modules decide, and the only
+writes are the managed EnvoyFilter and the Deployment restart annotation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_keepalive import discovery, envoy_dump, envoyfilter, rollout, sockopts
+from kubectl_keepalive.cluster import Cluster
+from kubectl_keepalive.errors import ClusterError, ConflictError, KeepaliveError, UsageError
+from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
+
+ADMIN_LISTENERS_PATH = "config_dump?resource=dynamic_listeners"
+BOOTSTRAP_PORTS = frozenset({15000, 15021, 15090})  # admin, health, prometheus: never patched
+DEFAULT_SETTINGS = KeepaliveSettings(idle=60, interval=10, probes=3)
+DEFAULT_ROOT_NAMESPACE = "istio-system"
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where to look: one namespace or all (None), and an optional pod label selector."""
+
+    namespace: str | None
+    selector: str | None = None
+    root_namespace: str = DEFAULT_ROOT_NAMESPACE
+    parallel: int = 16
+    pod_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class PodListeners:
+    pod: Pod | None
+    listeners: tuple[Listener, ...] = ()
+    error: str | None = None
+    via: str | None = None
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    gateway: Gateway
+    pods: tuple[PodListeners, ...]
+    managed_filter: dict[str, Any] | None = field(default=None, hash=False)
+    managed_settings: dict[int, KeepaliveSettings | None] = field(default_factory=dict,
+                                                                   hash=False)
+    foreign: tuple[envoyfilter.ForeignFilter, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    gateways: tuple[GatewayStatus, ...]
+    notices: tuple[str, ...] = ()
+
+    @property
+    def failed_pods(self) -> int:
+        return sum(1 for g in self.gateways for p in g.pods if p.error)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def discover(cluster: Cluster, scope: Scope) -> list[Gateway]:
+    pods: list[Pod] = []
+    for selector in discovery.selectors_to_list(scope.selector):
+        pods.extend(cluster.list_pods(scope.namespace, selector))
+    if not pods:
+        return []
+    deployments = cluster.list_deployments(scope.namespace)
+    return discovery.group_gateways(pods, deployments, user_selected=bool(scope.selector))
+
+
+def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope) -> dict[str, PodListeners]:
+    """Every pod's live listeners, in parallel with a bound; a failed pod is reported, not fatal."""
+
+    def one(pod: Pod) -> PodListeners:
+        try:
+            read = cluster.read_admin(pod, ADMIN_LISTENERS_PATH, scope.pod_timeout)
+            return PodListeners(pod, tuple(envoy_dump.parse(read.body)), via=read.via)
+        except KeepaliveError as exc:
+            if exc.exit_code == UsageError.exit_code:
+                return PodListeners(pod, error=f"unreadable listener config: {exc}")
+            return PodListeners(pod, error=str(exc))
+
+    pods = [p for p in pods if p.phase == "Running"]
+    if not pods:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(scope.parallel, len(pods)))) as pool:
+        results = list(pool.map(one, pods))
+    return {f"{r.pod.namespace}/{r.pod.name}": r for r in results if r.pod}
+
+
+def status(cluster: Cluster, scope: Scope) -> StatusReport:
+    gateways = discover(cluster, scope)
+    if not gateways:
+        return StatusReport(())
+    reads = read_pods(cluster, (p for g in gateways for p in g.pods), scope)
+    filters = _filters_by_namespace(cluster, {g.namespace for g in gateways}, scope)
+    out = []
+    for gateway in gateways:
+        pods = tuple(
+            reads.get(f"{p.namespace}/{p.name}", PodListeners(p, error=f"pod is {p.phase}"))
+            for p in gateway.pods
+        )
+        managed = _managed_filter_of(filters, gateway)
+        ports = {lst.port for p in pods for lst in p.listeners if lst.port}
+        foreign = envoyfilter.foreign_keepalive_filters(
+            _candidate_filters(filters, gateway, scope), gateway, ports, scope.root_namespace
+        )
+        out.append(
+            GatewayStatus(
+                gateway,
+                pods,
+                managed,
+                envoyfilter.settings_in(managed) if managed else {},
+                tuple(foreign),
+            )
+        )
+    notices = tuple(getattr(cluster, "notices", ()))
+    return StatusReport(tuple(out), notices)
+
+
+def status_from_file(raw: bytes) -> StatusReport:
+    listeners = tuple(envoy_dump.parse(raw))
+    gateway = Gateway(namespace="", name="")
+    return StatusReport((GatewayStatus(gateway, (PodListeners(None, listeners),)),))
+
+
+def _filters_by_namespace(
+    cluster: Cluster, namespaces: set[str], scope: Scope
+) -> dict[str, list[dict[str, Any]]]:
+    wanted = sorted(namespaces | {scope.root_namespace})
+    if scope.namespace is None:
+        everything = cluster.list_envoyfilters(None)
+        return {ns: [f for f in everything if _ns(f) == ns] for ns in wanted}
+    return {ns: cluster.list_envoyfilters(ns) for ns in wanted}
+
+
+def _candidate_filters(
+    filters: dict[str, list[dict[str, Any]]], gateway: Gateway, scope: Scope
+) -> list[dict[str, Any]]:
+    names = {gateway.namespace, scope.root_namespace}
+    return [f for ns in sorted(names) for f in filters.get(ns, [])]
+
+
+def _managed_filter_of(
+    filters: dict[str, list[dict[str, Any]]], gateway: Gateway
+) -> dict[str, Any] | None:
+    name = envoyfilter.managed_name(gateway.name)
+    for obj in filters.get(gateway.namespace, []):
+        if (obj.get("metadata") or {}).get("name") == name and envoyfilter.is_managed(obj):
+            return obj
+    return None
+
+
+def _ns(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace", ""))
+
+
+def sync_state(listener: Listener, wanted: KeepaliveSettings | None) -> str | None:
+    """How a listener stands against the managed filter: applied, pending, rejected or None."""
+    if wanted is None or listener.protocol != "TCP" or listener.static:
+        return None
+    if listener.state is ListenerState.REJECTED:
+        return "rejected"
+    if listener.state is ListenerState.ACTIVE and sockopts.keepalive_of(listener.options).matches(
+        wanted
+    ):
+        return "applied"
+    if listener.state is ListenerState.DRAINING:
+        return None
+    return "pending"
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortChange:
+    port: int
+    listener_name: str | None
+    before: str  # human text of the live keepalive on that port across pods
+    after: str
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    gateway: Gateway
+    current: dict[str, Any] | None = field(hash=False)
+    wanted: dict[str, Any] | None = field(hash=False)
+    action: str  # "create", "update", "delete" or "none"
+    ports: tuple[PortChange, ...]
+    live_matches: bool  # every readable pod already shows the wanted state on every port
+    foreign: tuple[envoyfilter.ForeignFilter, ...]
+    unreadable_pods: tuple[str, ...] = ()
+
+    @property
+    def writes(self) -> bool:
+        return self.action != "none"
+
+    @property
+    def needs_restart(self) -> bool:
+        return self.writes or not self.live_matches
+
+
+@dataclass(frozen=True)
+class Plan:
+    gateways: tuple[GatewayPlan, ...]
+    settings: KeepaliveSettings | None  # None: disable
+    notices: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> bool:
+        return any(g.writes or not g.live_matches for g in self.gateways)
+
+
+def plan_enable(
+    cluster: Cluster, scope: Scope, settings: KeepaliveSettings, ports: list[int] | None
+) -> Plan:
+    report = status(cluster, scope)
+    _require_gateways(report, scope)
+    plans = []
+    for gw in report.gateways:
+        targets = _targets(gw, ports)
+        wanted = envoyfilter.for_gateway(_with_user_selector(gw.gateway, scope), targets,
+                                         settings)
+        current = gw.managed_filter
+        if current is None:
+            action = "create"
+        elif envoyfilter.comparable(current) != envoyfilter.comparable(wanted):
+            action = "update"
+        else:
+            action = "none"
+        changes, live_ok = _port_changes(gw, [t.port for t in targets], settings)
+        plans.append(
+            GatewayPlan(gw.gateway, current, wanted, action, tuple(changes), live_ok,
+                        gw.foreign, _unreadable(gw))
+        )
+    return Plan(tuple(plans), settings, report.notices)
+
+
+def plan_disable(cluster: Cluster, scope: Scope) -> Plan:
+    report = status(cluster, scope)
+    _require_gateways(report, scope)
+    plans = []
+    for gw in report.gateways:
+        ports = sorted(gw.managed_settings)
+        changes, live_ok = _port_changes(gw, ports, None)
+        if gw.managed_filter is None:
+            # Nothing of ours to remove; keepalive from someone else's filter is not ours to undo.
+            live_ok = True
+        plans.append(
+            GatewayPlan(gw.gateway, gw.managed_filter, None,
+                        "delete" if gw.managed_filter else "none", tuple(changes), live_ok,
+                        gw.foreign, _unreadable(gw))
+        )
+    return Plan(tuple(plans), None, report.notices)
+
+
+def _require_gateways(report: StatusReport, scope: Scope) -> None:
+    if not report.gateways:
+        where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
+        how = f"matching -l {scope.selector}" if scope.selector else "(pods labelled `istio` or "
+        how += "" if scope.selector else "`gateway.networking.k8s.io/gateway-name`)"
+        raise ClusterError(f"no Istio ingress gateway found in {where} {how}")
+
+
+def _unreadable(gw: GatewayStatus) -> tuple[str, ...]:
+    return tuple(f"{p.pod.name}: {p.error}" for p in gw.pods if p.error and p.pod)
+
+
+def _with_user_selector(gateway: Gateway, scope: Scope) -> Gateway:
+    """With an equality-only -l, the filter selects exactly those labels (as offline does)."""
+    labels = parse_equality_selector(scope.selector) if scope.selector else None
+    selector = labels or gateway.selector
+    if not selector:
+        raise UsageError(
+            f"gateway {gateway.namespace}/{gateway.name} has no Deployment with matchLabels to "
+            "select it by: pass -l with key=value labels"
+        )
+    return Gateway(gateway.namespace, gateway.name, selector, gateway.revision, gateway.pods,
+                   gateway.deployment)
+
+
+def parse_equality_selector(selector: str) -> dict[str, str] | None:
+    """`a=b,c=d` as a dict; None when the selector uses anything but equality."""
+    labels: dict[str, str] = {}
+    for term in selector.split(","):
+        term = term.strip()
+        if not term:
+            continue
+        key, sep, value = term.partition("=")
+        if not sep or any(c in term for c in "!()") or value.startswith("="):
+            return None
+        labels[key.strip()] = value.strip()
+    return labels or None
+
+
+def _targets(gw: GatewayStatus, ports: list[int] | None) -> list[envoyfilter.PortTarget]:
+    """The TCP listeners to patch: the given ports, or every live TCP gateway port."""
+    tcp: dict[int, set[str]] = {}
+    udp: set[int] = set()
+    for pod in gw.pods:
+        for lst in pod.listeners:
+            if lst.port is None or lst.static or lst.port in BOOTSTRAP_PORTS:
+                continue
+            if lst.protocol == "TCP" and lst.state is not ListenerState.REJECTED:
+                tcp.setdefault(lst.port, set()).add(lst.name)
+            elif lst.protocol != "TCP":
+                udp.add(lst.port)
+    if ports is None:
+        if not tcp:
+            readable = [p for p in gw.pods if not p.error]
+            why = "no TCP listener found live" if readable else "no pod's listeners could be read"
+            raise ClusterError(
+                f"gateway {gw.gateway.namespace}/{gw.gateway.name}: {why}; pass --port"
+            )
+        ports = sorted(tcp)
+    targets = []
+    for port in sorted(set(ports)):
+        names = tcp.get(port, set())
+        # Name the TCP listener only when a UDP (QUIC) listener shares the port, so that the
+        # patch never lands on the UDP one; otherwise the port alone is the robust match.
+        name = sorted(names)[0] if port in udp and len(names) == 1 else None
+        targets.append(envoyfilter.PortTarget(port, name))
+    return targets
+
+
+def _port_changes(
+    gw: GatewayStatus, ports: Iterable[int], wanted: KeepaliveSettings | None
+) -> tuple[list[PortChange], bool]:
+    changes = []
+    all_match = True
+    after = describe_settings(wanted)
+    for port in sorted(set(ports)):
+        seen: list[str] = []
+        name = None
+        for pod in gw.pods:
+            active = [
+                lst for lst in pod.listeners
+                if lst.port == port and lst.protocol == "TCP"
+                and lst.state is ListenerState.ACTIVE
+            ]
+            if pod.error:
+                all_match = False
+                continue
+            if not active:
+                seen.append("no listener")
+                all_match = False
+                continue
+            name = active[0].name
+            keepalive = sockopts.keepalive_of(active[0].options)
+            seen.append(describe_keepalive(keepalive))
+            ok = keepalive.matches(wanted) if wanted else not keepalive.enabled
+            all_match = all_match and ok and not keepalive.duplicated
+        before = ", ".join(sorted(set(seen))) or "unknown"
+        if before != after:
+            changes.append(PortChange(port, name, before, after))
+    return changes, all_match
+
+
+def describe_settings(settings: KeepaliveSettings | None) -> str:
+    if settings is None:
+        return "off"
+    return f"on idle={settings.idle}s interval={settings.interval}s probes={settings.probes}"
+
+
+def describe_keepalive(keepalive: Any) -> str:
+    if not keepalive.enabled:
+        return "off"
+
+    def show(value: int | None, unit: str = "s") -> str:
+        return "kernel default" if value is None else f"{value}{unit}"
+
+    text = (f"on idle={show(keepalive.idle)} interval={show(keepalive.interval)} "
+            f"probes={show(keepalive.probes, '')}")
+    return text + " (duplicated options)" if keepalive.duplicated else text
+
+
+# -- applying ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyResult:
+    """What was done, gateway by gateway, in words that say exactly what changed."""
+
+    done: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class PartialFailure(KeepaliveError):
+    """Some steps succeeded before one failed; the message lists both, and a re-run finishes."""
+
+    def __init__(self, cause: KeepaliveError, result: ApplyResult) -> None:
+        done = "; ".join(result.done) or "nothing"
+        super().__init__(f"{cause} (already done: {done}; re-run the same command to finish)")
+        self.exit_code = cause.exit_code
+
+
+def check_foreign(plan: Plan, force: bool) -> None:
+    if force or plan.settings is None:
+        return
+    for gp in plan.gateways:
+        if gp.foreign:
+            names = ", ".join(str(f) for f in gp.foreign)
+            raise ConflictError(
+                f"gateway {gp.gateway.namespace}/{gp.gateway.name} already gets keepalive "
+                f"socket options from EnvoyFilter {names}; both would apply (MERGE appends) and "
+                "the later one wins: remove it, or pass --force to add ours anyway"
+            )
+
+
+def apply(
+    cluster: Cluster,
+    plan: Plan,
+    scope: Scope,
+    *,
+    restart: bool,
+    timeout: float,
+    report: Report,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
+    dry_run: bool = False,
+) -> ApplyResult:
+    """Write filters, roll, wait and verify, gateway by gateway, reporting what was done."""
+    result = ApplyResult()
+    deadline = clock() + timeout
+    try:
+        for gp in plan.gateways:
+            _apply_one(cluster, gp, plan, scope, restart, deadline, report, clock, sleep, now,
+                       dry_run, result)
+    except KeepaliveError as exc:
+        if result.done:
+            raise PartialFailure(exc, result) from None
+        raise
+    return result
+
+
+def _apply_one(
+    cluster: Cluster,
+    gp: GatewayPlan,
+    plan: Plan,
+    scope: Scope,
+    restart: bool,
+    deadline: float,
+    report: Report,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    now: Callable[[], datetime.datetime],
+    dry_run: bool,
+    result: ApplyResult,
+) -> None:
+    gw = gp.gateway
+    label = f"{gw.namespace}/{gw.name}"
+    deployment = gw.deployment
+    if restart and gp.needs_restart and deployment is None:
+        raise ClusterError(f"gateway {label} has no Deployment to restart; pass --no-restart")
+    if restart and gp.needs_restart and deployment is not None and deployment.paused:
+        raise ClusterError(
+            f"deployment {label} is paused: `kubectl rollout resume deployment/{gw.name} -n "
+            f"{gw.namespace}` first, or pass --no-restart"
+        )
+    suffix = " (server dry run)" if dry_run else ""
+    if gp.action == "create" and gp.wanted is not None:
+        _create_or_update(cluster, gp.wanted, dry_run)
+        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.wanted)} created{suffix}")
+    elif gp.action == "update" and gp.wanted is not None and gp.current is not None:
+        _update(cluster, gp.current, gp.wanted, dry_run)
+        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.wanted)} updated{suffix}")
+    elif gp.action == "delete" and gp.current is not None:
+        version = str((gp.current.get("metadata") or {}).get("resourceVersion", ""))
+        cluster.delete_envoyfilter(gw.namespace, _name(gp.current), version, dry_run)
+        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.current)} deleted{suffix}")
+    if dry_run:
+        return
+    if not gp.needs_restart:
+        result.verified.append(f"gateway {label}: already {describe_settings(plan.settings)}")
+        return
+    if restart and deployment is not None:
+        cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()), False)
+        result.done.append(f"deployment {label} restarted")
+        rollout.wait(
+            gw.name,
+            lambda: cluster.rollout_state(gw.namespace, gw.name),
+            max(0.0, deadline - clock()),
+            clock,
+            sleep,
+            report,
+        )
+        result.done.append(f"deployment {label} rolled out")
+    _verify(cluster, gp, plan, scope, deadline, report, clock, sleep, result)
+
+
+def _create_or_update(cluster: Cluster, wanted: dict[str, Any], dry_run: bool) -> None:
+    from kubectl_keepalive.kube import AlreadyExists
+
+    namespace = wanted["metadata"]["namespace"]
+    try:
+        cluster.create_envoyfilter(namespace, wanted, dry_run)
+    except AlreadyExists:
+        # Another enable created it since we read: converge on it instead of failing.
+        current = cluster.get_envoyfilter(namespace, _name(wanted))
+        if current is None:
+            raise ClusterError(f"envoyfilter {namespace}/{_name(wanted)} vanished") from None
+        if envoyfilter.comparable(current) != envoyfilter.comparable(wanted):
+            _update(cluster, current, wanted, dry_run)
+
+
+def _update(cluster: Cluster, current: dict[str, Any], wanted: dict[str, Any],
+            dry_run: bool) -> None:
+    import jsonpatch
+
+    if not envoyfilter.is_managed(current):
+        raise ConflictError(
+            f"envoyfilter {_ns(current)}/{_name(current)} exists but is not managed by "
+            "kubectl-keepalive; refusing to overwrite it"
+        )
+    version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+    operations = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
+    operations += jsonpatch.make_patch(
+        envoyfilter.comparable(current), envoyfilter.comparable(wanted)
+    ).patch
+    cluster.patch_envoyfilter(_ns(current), _name(current), operations, dry_run)
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _verify(
+    cluster: Cluster,
+    gp: GatewayPlan,
+    plan: Plan,
+    scope: Scope,
+    deadline: float,
+    report: Report,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    result: ApplyResult,
+) -> None:
+    """Re-read every current pod until each shows the wanted state on every port, or time out."""
+    from kubectl_keepalive.errors import VerificationError
+
+    gw = gp.gateway
+    label = f"{gw.namespace}/{gw.name}"
+    ports = sorted({c.port for c in gp.ports} | _planned_ports(gp))
+    pending: list[str] = []
+    while True:
+        fresh = [g for g in discover(cluster, _scope_for(gw, scope)) if g.name == gw.name]
+        pods = fresh[0].pods if fresh else ()
+        reads = read_pods(cluster, pods, scope)
+        pending = []
+        for pod in pods:
+            got = reads.get(f"{pod.namespace}/{pod.name}")
+            if got is None or got.error:
+                pending.append(f"{pod.name}: {got.error if got else 'not running'}")
+                continue
+            for port in ports:
+                pending.extend(_port_problem(got, port, plan.settings))
+        if pods and not pending:
+            what = describe_settings(plan.settings)
+            result.verified.append(
+                f"gateway {label}: {what} on port(s) {', '.join(map(str, ports))} of "
+                f"{len(pods)} pod(s)"
+            )
+            return
+        if clock() >= deadline:
+            raise VerificationError(
+                f"gateway {label}: options not live within the timeout: "
+                + ("; ".join(pending) or "no running pods")
+            )
+        report(f"waiting for gateway {label} to show {describe_settings(plan.settings)} "
+               f"({len(pending)} pending)")
+        sleep(min(2.0, max(0.0, deadline - clock())))
+
+
+def _planned_ports(gp: GatewayPlan) -> set[int]:
+    source = gp.wanted if gp.wanted is not None else gp.current
+    return set(envoyfilter.settings_in(source)) if source else set()
+
+
+def _scope_for(gateway: Gateway, scope: Scope) -> Scope:
+    return Scope(gateway.namespace, scope.selector, scope.root_namespace, scope.parallel,
+                 scope.pod_timeout)
+
+
+def _port_problem(got: PodListeners, port: int, wanted: KeepaliveSettings | None) -> list[str]:
+    name = got.pod.name if got.pod else "?"
+    for lst in got.listeners:
+        if lst.port == port and lst.protocol == "TCP" and lst.state is ListenerState.REJECTED:
+            return [f"{name}: port {port} update rejected: {lst.error}"]
+    active = [lst for lst in got.listeners
+              if lst.port == port and lst.protocol == "TCP" and lst.state is ListenerState.ACTIVE]
+    if not active:
+        return [f"{name}: no active TCP listener on port {port}"]
+    keepalive = sockopts.keepalive_of(active[0].options)
+    ok = keepalive.matches(wanted) if wanted else not keepalive.enabled
+    if ok:
+        return []
+    return [f"{name}: port {port} shows {describe_keepalive(keepalive)}"]

@@ -1,0 +1,81 @@
+"""The interface the use cases need from a Kubernetes cluster, and the records it returns.
+
+`kube.KubeCluster` implements it against a real API server; tests may implement it too. Keeping
+the interface here lets `app` stay free of the `kubernetes` package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubectl_keepalive.model import Deployment, Pod
+
+FIELD_MANAGER = "kubectl-keepalive"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "kubectl-keepalive"
+REVISION_LABEL = "istio.io/rev"
+
+
+@dataclass(frozen=True)
+class AdminRead:
+    """The body of one Envoy admin GET and how it was reached ("port-forward" or "exec")."""
+
+    body: bytes
+    via: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The parts of a Deployment that kubectl's `rollout status` looks at."""
+
+    generation: int
+    observed_generation: int
+    spec_replicas: int
+    replicas: int
+    updated_replicas: int
+    available_replicas: int
+    paused: bool = False
+    conditions: tuple[Condition, ...] = field(default=())
+
+
+class Cluster(Protocol):
+    """What the use cases ask of a cluster. Errors are the project's own (errors.py)."""
+
+    def list_pods(self, namespace: str | None, selector: str) -> list[Pod]: ...
+
+    def list_deployments(self, namespace: str | None) -> list[Deployment]: ...
+
+    def rollout_state(self, namespace: str, name: str) -> RolloutState: ...
+
+    def restart_deployment(self, namespace: str, name: str, at: str, dry_run: bool) -> None: ...
+
+    def list_envoyfilters(self, namespace: str | None) -> list[dict[str, Any]]: ...
+
+    def get_envoyfilter(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def create_envoyfilter(
+        self, namespace: str, body: dict[str, Any], dry_run: bool
+    ) -> dict[str, Any]: ...
+
+    def patch_envoyfilter(
+        self, namespace: str, name: str, operations: list[dict[str, Any]], dry_run: bool
+    ) -> dict[str, Any]: ...
+
+    def delete_envoyfilter(
+        self, namespace: str, name: str, resource_version: str, dry_run: bool
+    ) -> None: ...
+
+    def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead: ...
+
+    def describe(self) -> str:
+        """The server URL and context, for messages."""
+        ...

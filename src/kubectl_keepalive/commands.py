@@ -1,0 +1,333 @@
+"""The subcommands: turn parsed flags into use-case calls and reports into output.
+
+Called only from `cli.main`, which maps raised errors to `error:` lines and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+from kubectl_keepalive import __version__, app, durations, envoyfilter, render
+from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageError
+from kubectl_keepalive.model import Gateway, KeepaliveSettings
+
+EXIT_ABORTED = 1
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    out: IO[str]
+    err: IO[str]
+    env: Mapping[str, str]
+    kube_factory: Callable[[Any], Any] | None
+    stdin: IO[str]
+
+    def note(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
+
+def run(ctx: Context) -> int:
+    handlers: dict[str, Callable[[Context], int]] = {
+        "status": cmd_status,
+        "diff": cmd_diff,
+        "enable": cmd_enable,
+        "disable": cmd_disable,
+        "version": cmd_version,
+        "completion": cmd_completion,
+    }
+    return handlers[ctx.args.command](ctx)
+
+
+# -- flags ------------------------------------------------------------------------------------
+
+
+def settings_from(args: argparse.Namespace) -> KeepaliveSettings:
+    default = app.DEFAULT_SETTINGS
+    idle = default.idle if args.idle is None else durations.parse_duration(args.idle, "--idle")
+    interval = (default.interval if args.interval is None
+                else durations.parse_duration(args.interval, "--interval"))
+    probes = default.probes if args.probes is None else args.probes
+    return KeepaliveSettings(
+        idle=durations.check_range(idle, 1, durations.KEEPIDLE_MAX, "--idle", "s"),
+        interval=durations.check_range(interval, 1, durations.KEEPINTVL_MAX, "--interval", "s"),
+        probes=durations.check_range(probes, 1, durations.KEEPCNT_MAX, "--probes"),
+    )
+
+
+def ports_from(args: argparse.Namespace) -> list[int] | None:
+    if not args.port:
+        return None
+    for port in args.port:
+        durations.check_range(port, 1, 65535, "--port")
+        if port in app.BOOTSTRAP_PORTS:
+            raise UsageError(
+                f"--port {port} is an Envoy bootstrap port (admin 15000, health 15021, metrics "
+                "15090), not a gateway listener"
+            )
+    return sorted(set(args.port))
+
+
+def timeout_from(args: argparse.Namespace) -> int:
+    return durations.parse_duration(args.timeout, "--timeout")
+
+
+def _get(args: argparse.Namespace, name: str, default: Any = None) -> Any:
+    return getattr(args, name, default)
+
+
+def scope_from(ctx: Context, resolved_namespace: str | None) -> app.Scope:
+    args = ctx.args
+    return app.Scope(
+        namespace=resolved_namespace,
+        selector=_get(args, "selector"),
+        root_namespace=_get(args, "istio_namespace") or app.DEFAULT_ROOT_NAMESPACE,
+    )
+
+
+def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]:
+    """Resolve kubeconfig the kubectl way and build the cluster adapter."""
+    from kubectl_keepalive import kubeconfig
+
+    args = ctx.args
+    resolved = kubeconfig.resolve(_get(args, "kubeconfig"), _get(args, "context"),
+                                  _get(args, "namespace"), ctx.env)
+    namespace = None if all_namespaces else (resolved.namespace if resolved else
+                                             _get(args, "namespace") or _incluster_namespace())
+    if ctx.kube_factory is not None:
+        cluster = ctx.kube_factory(resolved)
+    else:
+        from kubectl_keepalive.kube import KubeCluster
+
+        cluster = KubeCluster(resolved)
+    if (_get(args, "verbose") or 0) >= 1:
+        ctx.note(f"using {cluster.describe()}, namespace {namespace or '<all>'}")
+    return cluster, scope_from(ctx, namespace)
+
+
+def _incluster_namespace() -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def cmd_status(ctx: Context) -> int:
+    args = ctx.args
+    if args.from_file:
+        if args.all_namespaces:
+            raise UsageError("--from-file reads one pod's config: it takes no -A")
+        report = app.status_from_file(_read_input(args.from_file, ctx))
+    else:
+        timeout = durations.parse_duration(args.timeout, "--timeout")
+        cluster, scope = connect(ctx, all_namespaces=args.all_namespaces)
+        scope = app.Scope(scope.namespace, scope.selector, scope.root_namespace,
+                          scope.parallel, float(max(1, timeout)))
+        report = app.status(cluster, scope)
+        if not report.gateways:
+            where = f"in namespace {scope.namespace}" if scope.namespace else "in any namespace"
+            ctx.note(f"No Istio ingress gateways found {where}.")
+            return EXIT_OK
+    _print_status(ctx, report)
+    for line in render.status_notes(report):
+        ctx.note(f"note: {line}")
+    if report.failed_pods:
+        ctx.note(f"error: {report.failed_pods} pod(s) could not be read (see the table)")
+        return EXIT_CLUSTER
+    return EXIT_OK
+
+
+def _print_status(ctx: Context, report: app.StatusReport) -> None:
+    output = ctx.args.output
+    if output == "json":
+        ctx.out.write(render.to_json(render.status_document(report)))
+    elif output == "yaml":
+        ctx.out.write(render.to_yaml(render.status_document(report)))
+    else:
+        ctx.out.write(render.status_table(report, wide=output == "wide"))
+
+
+def _read_input(path: str, ctx: Context) -> bytes:
+    if path == "-":
+        data = ctx.stdin.buffer.read() if hasattr(ctx.stdin, "buffer") else ctx.stdin.read()
+        return data if isinstance(data, bytes) else data.encode()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+# -- diff / enable / disable ------------------------------------------------------------------
+
+
+def cmd_diff(ctx: Context) -> int:
+    args = ctx.args
+    if args.disable:
+        cluster, scope = connect(ctx)
+        plan = app.plan_disable(cluster, scope)
+    else:
+        settings = settings_from(args)
+        ports = ports_from(args)
+        cluster, scope = connect(ctx)
+        plan = app.plan_enable(cluster, scope, settings, ports)
+    ctx.out.write(render.plan_text(plan, render.to_yaml))
+    return EXIT_CHANGES if plan.changes else EXIT_OK
+
+
+def cmd_enable(ctx: Context) -> int:
+    args = ctx.args
+    settings = settings_from(args)
+    ports = ports_from(args)
+    timeout = timeout_from(args)
+    if args.dry_run == "client" and _offline_possible(args, ports):
+        return _render_offline(ctx, settings, ports or [])
+    cluster, scope = connect(ctx)
+    plan = app.plan_enable(cluster, scope, settings, ports)
+    _notices(ctx, plan)
+    app.check_foreign(plan, args.force)
+    return _carry_out(ctx, cluster, scope, plan, timeout)
+
+
+def cmd_disable(ctx: Context) -> int:
+    args = ctx.args
+    timeout = timeout_from(args)
+    cluster, scope = connect(ctx)
+    plan = app.plan_disable(cluster, scope)
+    _notices(ctx, plan)
+    return _carry_out(ctx, cluster, scope, plan, timeout)
+
+
+def _notices(ctx: Context, plan: app.Plan) -> None:
+    for line in plan.notices:
+        ctx.note(f"note: {line}")
+
+
+def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
+               timeout: int) -> int:
+    args = ctx.args
+    ctx.err.write(render.plan_text(plan, render.to_yaml))
+    if not plan.changes:
+        ctx.note("nothing to do: the live gateways already match")
+        _print_filters(ctx, plan)
+        return EXIT_OK
+    if args.dry_run == "client":
+        _print_filters(ctx, plan)
+        for gp in plan.gateways:
+            if gp.writes:
+                ctx.out.write(f"envoyfilter.networking.istio.io/{_filter_name(gp)} "
+                              f"{_past(gp.action)} (dry run)\n")
+        return EXIT_OK
+    if not args.yes and args.dry_run == "none" and not _confirm(ctx, plan):
+        ctx.note("aborted: nothing was changed")
+        return EXIT_ABORTED
+    result = app.apply(
+        cluster, plan, scope,
+        restart=not args.no_restart,
+        timeout=float(timeout),
+        report=lambda line: ctx.note(line),
+        dry_run=args.dry_run == "server",
+    )
+    for line in result.done:
+        ctx.out.write(line + "\n")
+    for line in result.verified:
+        ctx.out.write(f"verified: {line}\n")
+    if args.no_restart and plan.settings is not None and any(g.writes for g in plan.gateways):
+        ctx.note("note: not restarted: connections accepted before the change keep running "
+                 "without keepalive until they close")
+    _print_filters(ctx, plan)
+    return EXIT_OK
+
+
+def _print_filters(ctx: Context, plan: app.Plan) -> None:
+    output = ctx.args.output
+    docs = [gp.wanted for gp in plan.gateways if gp.wanted is not None]
+    if not output or not docs:
+        return
+    if output == "json":
+        document: Any = docs[0] if len(docs) == 1 else {"apiVersion": "v1", "kind": "List",
+                                                         "items": docs}
+        ctx.out.write(render.to_json(document))
+    else:
+        ctx.out.write(render.yaml_stream(docs))
+
+
+def _filter_name(gp: app.GatewayPlan) -> str:
+    return envoyfilter.managed_name(gp.gateway.name)
+
+
+def _past(action: str) -> str:
+    return {"create": "created", "update": "configured", "delete": "deleted"}.get(action, action)
+
+
+def _confirm(ctx: Context, plan: app.Plan) -> bool:
+    """Ask on a terminal only; without one, proceed (scripts pass -y to say so explicitly)."""
+    ports = sorted({c.port for g in plan.gateways for c in g.ports})
+    warning = (
+        "warning: applying this makes each gateway Envoy replace its listeners on port(s) "
+        f"{', '.join(map(str, ports)) or '-'}: requests in flight on them are cut when the "
+        "listener drain time runs out (Envoy >= 1.25; Istio drains for 45s), and rolling the "
+        "gateway ends in-flight long requests too. Connections accepted before the change never "
+        "get keepalive."
+    )
+    ctx.note(warning)
+    isatty = getattr(ctx.stdin, "isatty", None)
+    if not (isatty and isatty()):
+        return True
+    ctx.err.write("Continue? [y/N] ")
+    ctx.err.flush()
+    answer = ctx.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _offline_possible(args: argparse.Namespace, ports: list[int] | None) -> bool:
+    return bool(_get(args, "namespace") and _get(args, "selector") and ports)
+
+
+def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int]) -> int:
+    """`--dry-run=client -n NS -l k=v --port N`: the EnvoyFilter, with no cluster at all."""
+    args = ctx.args
+    labels = app.parse_equality_selector(args.selector)
+    if not labels:
+        raise UsageError("offline rendering needs -l with key=value labels (the gateway "
+                         "Deployment's selector)")
+    name = args.gateway or labels.get("app") or labels.get(
+        "gateway.networking.k8s.io/gateway-name") or next(iter(labels.values()))
+    revision = args.revision or labels.get("istio.io/rev")
+    gateway = Gateway(args.namespace, name, labels, revision)
+    document = envoyfilter.for_gateway(
+        gateway, [envoyfilter.PortTarget(p) for p in ports], settings)
+    if args.output == "json":
+        ctx.out.write(render.to_json(document))
+    else:
+        ctx.out.write(render.to_yaml(document))
+    return EXIT_OK
+
+
+# -- small commands ---------------------------------------------------------------------------
+
+
+def cmd_version(ctx: Context) -> int:
+    ctx.out.write(f"kubectl-keepalive v{__version__} (python {sys.version.split()[0]})\n")
+    return EXIT_OK
+
+
+def cmd_completion(ctx: Context) -> int:
+    from kubectl_keepalive import completion
+
+    if ctx.args.install:
+        path = completion.install_completion(ctx.args.install)
+        ctx.note(f"wrote {path}")
+    else:
+        ctx.out.write(completion.completion_script())
+    return EXIT_OK

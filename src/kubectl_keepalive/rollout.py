@@ -1,0 +1,85 @@
+"""Rolling a gateway Deployment the way `kubectl rollout restart` does, and waiting the way
+`kubectl rollout status` decides it is done.
+
+The completion rule mirrors kubectl's DeploymentStatusViewer: the new generation observed,
+no ProgressDeadlineExceeded, all replicas updated, no old replicas left, all updated ones
+available. The wait loop takes its clock and sleep as arguments so tests drive time.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kubectl_keepalive.cluster import RolloutState
+from kubectl_keepalive.errors import ClusterError
+
+
+class RolloutFailed(ClusterError):
+    """The Deployment reported ProgressDeadlineExceeded, or the wait ran out."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: bool
+    message: str
+
+
+def restarted_at(now: datetime.datetime) -> str:
+    """The annotation value kubectl writes: RFC 3339 in local time with offset."""
+    return now.astimezone().isoformat(timespec="seconds")
+
+
+def progress(name: str, state: RolloutState) -> Progress:
+    """kubectl's rule, message for message."""
+    if state.generation > state.observed_generation:
+        return Progress(False, "Waiting for deployment spec update to be observed...")
+    for condition in state.conditions:
+        if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+            raise RolloutFailed(f'deployment "{name}" exceeded its progress deadline')
+    if state.updated_replicas < state.spec_replicas:
+        return Progress(
+            False,
+            f'Waiting for deployment "{name}" rollout to finish: {state.updated_replicas} out '
+            f"of {state.spec_replicas} new replicas have been updated...",
+        )
+    if state.replicas > state.updated_replicas:
+        return Progress(
+            False,
+            f'Waiting for deployment "{name}" rollout to finish: '
+            f"{state.replicas - state.updated_replicas} old replicas are pending termination...",
+        )
+    if state.available_replicas < state.updated_replicas:
+        return Progress(
+            False,
+            f'Waiting for deployment "{name}" rollout to finish: {state.available_replicas} of '
+            f"{state.updated_replicas} updated replicas are available...",
+        )
+    return Progress(True, f'deployment "{name}" successfully rolled out')
+
+
+def wait(
+    name: str,
+    read: Callable[[], RolloutState],
+    timeout: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    report: Callable[[str], None],
+    interval: float = 1.0,
+) -> None:
+    """Poll until done; report each new message; RolloutFailed with the last one on timeout."""
+    deadline = clock() + timeout
+    last = ""
+    while True:
+        current = progress(name, read())
+        if current.message != last:
+            report(current.message)
+            last = current.message
+        if current.done:
+            return
+        if clock() >= deadline:
+            raise RolloutFailed(
+                f'timed out after {timeout:.0f}s waiting for deployment "{name}": {last}'
+            )
+        sleep(min(interval, max(0.0, deadline - clock())))
