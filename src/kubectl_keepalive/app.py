@@ -201,6 +201,7 @@ class GatewayPlan:
     live_matches: bool  # every readable pod already shows the wanted state on every port
     foreign: tuple[envoyfilter.ForeignFilter, ...]
     unreadable_pods: tuple[str, ...] = ()
+    rollout_incomplete: str | None = None  # an earlier rollout still running or stuck
 
     @property
     def writes(self) -> bool:
@@ -209,6 +210,10 @@ class GatewayPlan:
     @property
     def needs_restart(self) -> bool:
         return self.writes or not self.live_matches
+
+    @property
+    def changes(self) -> bool:
+        return self.needs_restart or self.rollout_incomplete is not None
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,7 @@ class Plan:
 
     @property
     def changes(self) -> bool:
-        return any(g.writes or not g.live_matches for g in self.gateways)
+        return any(g.changes for g in self.gateways)
 
 
 def plan_enable(
@@ -242,7 +247,7 @@ def plan_enable(
         changes, live_ok = _port_changes(gw, [t.port for t in targets], settings)
         plans.append(
             GatewayPlan(gw.gateway, current, wanted, action, tuple(changes), live_ok,
-                        gw.foreign, _unreadable(gw))
+                        gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway))
         )
     return Plan(tuple(plans), settings, report.notices)
 
@@ -260,7 +265,7 @@ def plan_disable(cluster: Cluster, scope: Scope) -> Plan:
         plans.append(
             GatewayPlan(gw.gateway, gw.managed_filter, None,
                         "delete" if gw.managed_filter else "none", tuple(changes), live_ok,
-                        gw.foreign, _unreadable(gw))
+                        gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway))
         )
     return Plan(tuple(plans), None, report.notices)
 
@@ -271,6 +276,18 @@ def _require_gateways(report: StatusReport, scope: Scope) -> None:
         how = f"matching -l {scope.selector}" if scope.selector else "(pods labelled `istio` or "
         how += "" if scope.selector else "`gateway.networking.k8s.io/gateway-name`)"
         raise ClusterError(f"no Istio ingress gateway found in {where} {how}")
+
+
+def _rollout_incomplete(cluster: Cluster, gateway: Gateway) -> str | None:
+    """A re-run after a stuck rollout must wait for it even when nothing is left to write."""
+    if gateway.deployment is None:
+        return None
+    try:
+        progress = rollout.progress(gateway.name,
+                                    cluster.rollout_state(gateway.namespace, gateway.name))
+    except rollout.RolloutFailed as exc:
+        return str(exc)
+    return None if progress.done else progress.message
 
 
 def _unreadable(gw: GatewayStatus) -> tuple[str, ...]:
@@ -483,12 +500,14 @@ def _apply_one(
         result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.current)} deleted{suffix}")
     if dry_run:
         return
-    if not gp.needs_restart:
+    if not gp.changes:
         result.verified.append(f"gateway {label}: already {describe_settings(plan.settings)}")
         return
     if restart and deployment is not None:
-        cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()), False)
-        result.done.append(f"deployment {label} restarted")
+        if gp.needs_restart:
+            cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()),
+                                       False)
+            result.done.append(f"deployment {label} restarted")
         rollout.wait(
             gw.name,
             lambda: cluster.rollout_state(gw.namespace, gw.name),

@@ -221,12 +221,14 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
         ctx.note("nothing to do: the live gateways already match")
         _print_filters(ctx, plan)
         return EXIT_OK
+    # As kubectl does: with -o the documents alone go to stdout, progress lines to stderr.
+    lines = ctx.err if args.output else ctx.out
     if args.dry_run == "client":
-        _print_filters(ctx, plan)
         for gp in plan.gateways:
             if gp.writes:
-                ctx.out.write(f"envoyfilter.networking.istio.io/{_filter_name(gp)} "
-                              f"{_past(gp.action)} (dry run)\n")
+                lines.write(f"envoyfilter.networking.istio.io/{_filter_name(gp)} "
+                            f"{_past(gp.action)} (dry run)\n")
+        _print_filters(ctx, plan)
         return EXIT_OK
     if not args.yes and args.dry_run == "none" and not _confirm(ctx, plan):
         ctx.note("aborted: nothing was changed")
@@ -239,9 +241,9 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
         dry_run=args.dry_run == "server",
     )
     for line in result.done:
-        ctx.out.write(line + "\n")
+        lines.write(line + "\n")
     for line in result.verified:
-        ctx.out.write(f"verified: {line}\n")
+        lines.write(f"verified: {line}\n")
     if args.no_restart and plan.settings is not None and any(g.writes for g in plan.gateways):
         ctx.note("note: not restarted: connections accepted before the change keep running "
                  "without keepalive until they close")

@@ -69,8 +69,8 @@ def _keep_needed(obj: dict[str, Any]) -> dict[str, Any]:
 
 def load(raw: bytes | str) -> Any:
     """Decode JSON with pruning; a bad document is a UsageError (it came from the user)."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         return json.loads(text, object_hook=_keep_needed)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"not a JSON config dump or listener list: {exc}") from None

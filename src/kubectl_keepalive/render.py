@@ -130,6 +130,8 @@ def plan_text(plan: app.Plan, dump: Any) -> str:
         for change in gp.ports:
             listener = f" ({change.listener_name})" if change.listener_name else ""
             out.append(f"  port {change.port}{listener}: {change.before} -> {change.after}")
+        if gp.rollout_incomplete:
+            out.append(f"  rollout not complete: {gp.rollout_incomplete}")
         if not gp.writes and not gp.live_matches:
             out.append("  live listeners do not show the filter yet: the gateway will be "
                        "restarted and verified")

@@ -1,0 +1,196 @@
+"""FakeCluster: an in-memory stand-in for `cluster.Cluster`, for unit tests of the use cases.
+
+A FAKE, not a Kubernetes API: it has no RBAC, admission, schemas or controllers. The lab-cluster
+tier (tests/cluster) runs the same use cases against a real kube-apiserver. Here it lets the
+unit tests drive plans, idempotency, conflicts, rollouts and verification deterministically.
+Envoy is imitated by building each pod's listener dump from its gateway's ports plus the socket
+options of the EnvoyFilters that select it (MERGE appends), when `propagate` is on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_keepalive.cluster import AdminRead, Condition, RolloutState
+from kubectl_keepalive.errors import ForbiddenError
+from kubectl_keepalive.kube import AlreadyExists
+from kubectl_keepalive.model import Deployment, Pod
+
+
+@dataclass
+class FakeGateway:
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    ports: list[int]
+    udp_ports: list[int] = field(default_factory=list)
+    replicas: int = 1
+    paused: bool = False
+    template_hash: str = "aaaa1"
+    generation: int = 1
+    rollout_reads_until_done: int = 1
+    never_available: bool = False
+
+
+class FakeCluster:
+    """See the module docstring: a fake, named so; writes are recorded for assertions."""
+
+    def __init__(self, *gateways: FakeGateway, propagate: bool = True) -> None:
+        self.gateways = list(gateways)
+        self.filters: dict[tuple[str, str], dict[str, Any]] = {}
+        self.propagate = propagate
+        self.writes: list[tuple[str, str, str]] = []
+        self.forbid_port_forward = False
+        self.extra_options: dict[str, list[dict[str, Any]]] = {}
+        self._rollout_reads: dict[str, int] = {}
+        self._version = 100
+        self.notices: list[str] = []
+
+    # -- pods --------------------------------------------------------------------------------
+
+    def _pods_of(self, gw: FakeGateway) -> list[Pod]:
+        labels = {**gw.labels, "pod-template-hash": gw.template_hash}
+        return [
+            Pod(gw.namespace, f"{gw.name}-{gw.template_hash}-{i}", labels, "Running", True, False,
+                f"{gw.name}-{gw.template_hash}", ("istio-proxy",))
+            for i in range(gw.replicas)
+        ]
+
+    def list_pods(self, namespace: str | None, selector: str) -> list[Pod]:
+        pods = []
+        for gw in self.gateways:
+            if namespace and gw.namespace != namespace:
+                continue
+            for pod in self._pods_of(gw):
+                if _matches(pod.labels, selector):
+                    pods.append(pod)
+        return pods
+
+    def list_deployments(self, namespace: str | None) -> list[Deployment]:
+        return [
+            Deployment(gw.namespace, gw.name, dict(gw.labels), dict(gw.labels), gw.paused,
+                       gw.replicas, gw.generation)
+            for gw in self.gateways
+            if not namespace or gw.namespace == namespace
+        ]
+
+    def _gateway(self, namespace: str, name: str) -> FakeGateway:
+        return next(g for g in self.gateways if (g.namespace, g.name) == (namespace, name))
+
+    def rollout_state(self, namespace: str, name: str) -> RolloutState:
+        gw = self._gateway(namespace, name)
+        key = f"{namespace}/{name}"
+        self._rollout_reads[key] = self._rollout_reads.get(key, 0) + 1
+        done = self._rollout_reads[key] >= gw.rollout_reads_until_done and not gw.never_available
+        return RolloutState(gw.generation, gw.generation, gw.replicas, gw.replicas,
+                            gw.replicas, gw.replicas if done else 0, gw.paused,
+                            (Condition("Progressing", "True", "NewReplicaSetAvailable"),))
+
+    def restart_deployment(self, namespace: str, name: str, at: str, dry_run: bool) -> None:
+        self.writes.append(("restart", f"{namespace}/{name}", at))
+        if dry_run:
+            return
+        gw = self._gateway(namespace, name)
+        gw.generation += 1
+        gw.template_hash = f"h{gw.generation}"
+        self._rollout_reads[f"{namespace}/{name}"] = 0
+
+    # -- EnvoyFilters ------------------------------------------------------------------------
+
+    def list_envoyfilters(self, namespace: str | None) -> list[dict[str, Any]]:
+        return [copy.deepcopy(f) for (ns, _), f in sorted(self.filters.items())
+                if not namespace or ns == namespace]
+
+    def get_envoyfilter(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.filters.get((namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def add_filter(self, body: dict[str, Any]) -> None:
+        body = copy.deepcopy(body)
+        self._version += 1
+        body["metadata"]["resourceVersion"] = str(self._version)
+        self.filters[(body["metadata"]["namespace"], body["metadata"]["name"])] = body
+
+    def create_envoyfilter(self, namespace: str, body: dict[str, Any],
+                           dry_run: bool) -> dict[str, Any]:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.filters:
+            raise AlreadyExists(*key)
+        self.writes.append(("create", f"{namespace}/{key[1]}", "dry" if dry_run else ""))
+        if not dry_run:
+            self.add_filter(body)
+        return body
+
+    def patch_envoyfilter(self, namespace: str, name: str, operations: list[dict[str, Any]],
+                          dry_run: bool) -> dict[str, Any]:
+        import jsonpatch
+
+        self.writes.append(("patch", f"{namespace}/{name}", json.dumps(operations)))
+        patched: dict[str, Any] = jsonpatch.apply_patch(self.filters[(namespace, name)],
+                                                        operations)
+        if not dry_run:
+            self.add_filter(patched)
+        return patched
+
+    def delete_envoyfilter(self, namespace: str, name: str, resource_version: str,
+                           dry_run: bool) -> None:
+        self.writes.append(("delete", f"{namespace}/{name}", resource_version))
+        if not dry_run:
+            del self.filters[(namespace, name)]
+
+    # -- Envoy admin -------------------------------------------------------------------------
+
+    def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
+        if self.forbid_port_forward and not self.notices:
+            self.notices.append("port-forward forbidden; read through exec")
+        gw = next(g for g in self.gateways if pod.name.startswith(f"{g.name}-")
+                  and g.namespace == pod.namespace)
+        if gw.template_hash not in pod.name:
+            raise ForbiddenError("pod is gone")
+        dynamic = []
+        for port in gw.ports:
+            dynamic.append(self._listener(gw, f"0.0.0.0_{port}", port, "TCP"))
+        for port in gw.udp_ports:
+            dynamic.append(self._listener(gw, f"udp_0.0.0.0_{port}", port, "UDP"))
+        dump = {"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+                             "dynamic_listeners": dynamic}]}
+        return AdminRead(json.dumps(dump).encode(), "exec" if self.forbid_port_forward
+                         else "port-forward")
+
+    def _listener(self, gw: FakeGateway, name: str, port: int, protocol: str) -> dict[str, Any]:
+        options = list(self.extra_options.get(f"{gw.namespace}/{gw.name}/{port}", []))
+        if self.propagate:
+            for obj in self.filters.values():
+                selector = obj["spec"].get("workloadSelector", {}).get("labels", {})
+                if any(gw.labels.get(k) != v for k, v in selector.items()):
+                    continue
+                for patch in obj["spec"]["configPatches"]:
+                    match = patch["match"]["listener"]
+                    if match.get("portNumber") == port and match.get("name", name) == name:
+                        options.extend(patch["patch"]["value"].get("socket_options", []))
+        address: dict[str, Any] = {"address": "0.0.0.0", "port_value": port}
+        if protocol == "UDP":
+            address["protocol"] = "UDP"
+        listener = {"name": name, "address": {"socket_address": address}}
+        if options:
+            listener["socket_options"] = [
+                {k: str(v) if k in ("level", "name", "int_value") else v for k, v in o.items()}
+                for o in options]
+        return {"name": name, "active_state": {"listener": listener}}
+
+    def describe(self) -> str:
+        return "fake cluster"
+
+
+def _matches(labels: dict[str, str], selector: str) -> bool:
+    for term in selector.split(","):
+        key, sep, value = term.partition("=")
+        if sep:
+            if labels.get(key) != value:
+                return False
+        elif key not in labels:
+            return False
+    return True

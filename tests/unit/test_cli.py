@@ -1,0 +1,269 @@
+"""The CLI contract end to end over FakeCluster (a fake; tests/cluster uses a real API server)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubectl_keepalive import envoyfilter
+from kubectl_keepalive.cli import main
+from tests.unit.fake_cluster import FakeCluster, FakeGateway
+
+KUBECONFIG = {
+    "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+    "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "u",
+                                             "namespace": "istio-system"}}],
+    "clusters": [{"name": "lab", "cluster": {"server": "https://127.0.0.1:1"}}],
+    "users": [{"name": "u", "user": {"token": "t"}}],
+}
+
+
+def ingress() -> FakeGateway:
+    return FakeGateway("istio-system", "istio-ingressgateway",
+                       {"app": "istio-ingressgateway", "istio": "ingressgateway"}, [8080, 8443],
+                       replicas=2)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(KUBECONFIG))
+    return {"KUBECONFIG": str(path)}
+
+
+def run(fake: FakeCluster | None, env: dict[str, str], *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+
+    def factory(_: Any) -> FakeCluster:
+        if fake is None:
+            raise AssertionError("this command must not contact a cluster")
+        return fake
+
+    code = main(list(argv), out, err, factory, env, io.StringIO(""))
+    return code, out.getvalue(), err.getvalue()
+
+
+def keepalive_by_port(fake: FakeCluster, env: dict[str, str]) -> dict[int, Any]:
+    code, out, _ = run(fake, env, "status", "-o", "json")
+    assert code == 0
+    doc = json.loads(out)
+    result = {}
+    for pod in doc["gateways"][0]["pods"]:
+        for lst in pod["listeners"]:
+            result[lst["port"]] = lst["keepalive"]
+    return result
+
+
+def test_enable_then_everything_is_in_sync(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    assert keepalive_by_port(fake, env)[8080] == {
+        "enabled": False, "idle": None, "interval": None, "probes": None}
+    assert run(fake, env, "diff")[0] == 1
+    code, out, err = run(fake, env, "enable", "-y", "--idle", "7s", "--interval", "5",
+                         "--probes", "2")
+    assert code == 0, err
+    assert "envoyfilter istio-system/keepalive-istio-ingressgateway created" in out
+    assert "deployment istio-system/istio-ingressgateway restarted" in out
+    assert "verified: gateway istio-system/istio-ingressgateway" in out
+    assert keepalive_by_port(fake, env) == {
+        p: {"enabled": True, "idle": 7, "interval": 5, "probes": 2} for p in (8080, 8443)}
+    assert [w[0] for w in fake.writes] == ["create", "restart"]
+    # The same settings again: nothing written, nothing restarted, and it says so.
+    code, _, err = run(fake, env, "enable", "-y", "--idle", "7s", "--interval", "5",
+                       "--probes", "2")
+    assert code == 0 and "nothing to do" in err
+    assert [w[0] for w in fake.writes] == ["create", "restart"]
+    assert run(fake, env, "diff", "--idle", "7", "--interval", "5", "--probes", "2")[0] == 0
+
+
+def test_changed_settings_patch_with_a_resource_version_test(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    assert run(fake, env, "enable", "-y")[0] == 0
+    code, _, err = run(fake, env, "enable", "-y", "--idle", "30")
+    assert code == 0, err
+    kind, _, body = fake.writes[-2]
+    assert kind == "patch"
+    operations = json.loads(body)
+    assert operations[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "101"}
+    assert keepalive_by_port(fake, env)[8080]["idle"] == 30
+
+
+def test_foreign_filter_blocks_enable_unless_forced(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    fake.add_filter({"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+                     "metadata": {"name": "hand-made-keepalive", "namespace": "istio-system"},
+                     "spec": {"workloadSelector": {"labels": {"istio": "ingressgateway"}},
+                              "configPatches": [{
+                                  "applyTo": "LISTENER",
+                                  "match": {"context": "GATEWAY",
+                                            "listener": {"portNumber": 8080}},
+                                  "patch": {"operation": "MERGE", "value": {"socket_options": [
+                                      {"level": 1, "name": 9, "int_value": 1}]}}}]}})
+    code, out, err = run(fake, env, "enable", "-y")
+    assert code == 3 and out == ""
+    assert err.startswith("error: ") and "istio-system/hand-made-keepalive" in err
+    assert fake.writes == []
+    # Forced: ours are appended after the older foreign ones, so our values are effective.
+    code, _, err = run(fake, env, "enable", "-y", "--force")
+    assert code == 0, err
+    code, out, _ = run(fake, env, "status", "-o", "json")
+    listener = json.loads(out)["gateways"][0]["pods"][0]["listeners"][0]
+    assert listener["duplicate_options"] is True
+    assert json.loads(out)["gateways"][0]["foreign_envoyfilters"] == [
+        "istio-system/hand-made-keepalive"]
+
+
+def test_disable_removes_only_the_managed_filter(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    fake.add_filter({"metadata": {"name": "unrelated", "namespace": "istio-system"},
+                     "spec": {"configPatches": []}})
+    assert run(fake, env, "enable", "-y")[0] == 0
+    code, out, err = run(fake, env, "disable", "-y")
+    assert code == 0, err
+    assert "envoyfilter istio-system/keepalive-istio-ingressgateway deleted" in out
+    assert list(fake.filters) == [("istio-system", "unrelated")]
+    assert not keepalive_by_port(fake, env)[8080]["enabled"]
+    code, _, err = run(fake, env, "disable", "-y")
+    assert code == 0 and "nothing to do" in err
+
+
+def test_paused_deployment_is_refused_before_any_write(env: dict[str, str]) -> None:
+    gateway = ingress()
+    gateway.paused = True
+    fake = FakeCluster(gateway)
+    code, out, err = run(fake, env, "enable", "-y")
+    assert code == 3 and out == "" and "is paused" in err and fake.writes == []
+    assert err.count("\n") >= 1 and "error: deployment" in err
+
+
+def test_a_stuck_rollout_says_what_was_done_and_a_rerun_finishes(env: dict[str, str]) -> None:
+    gateway = ingress()
+    gateway.never_available = True
+    fake = FakeCluster(gateway)
+    code, _, err = run(fake, env, "enable", "-y", "--timeout", "1s")
+    assert code == 3
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: timed out")
+    assert "already done: envoyfilter istio-system/keepalive-istio-ingressgateway created" in last
+    assert "deployment istio-system/istio-ingressgateway restarted" in last
+    assert "re-run" in last
+    gateway.never_available = False
+    gateway.rollout_reads_until_done = 3  # the controller is still finishing when re-run
+    fake._rollout_reads.clear()
+    code, out, err = run(fake, env, "enable", "-y", "--timeout", "10s")
+    assert code == 0, err
+    assert "verified" in out
+    assert [w[0] for w in fake.writes] == ["create", "restart"]  # filter was right: no rewrite
+
+
+def test_options_that_never_go_live_fail_verification(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress(), propagate=False)
+    code, _, err = run(fake, env, "enable", "-y", "--timeout", "1s")
+    assert code == 4
+    assert "options not live" in err and "port 8080 shows off" in err
+
+
+def test_quic_port_is_never_patched_and_its_tcp_twin_is_matched_by_name(
+        env: dict[str, str]) -> None:
+    helm = FakeGateway("ingress", "istio-gateway", {"app": "istio-gateway", "istio": "gateway"},
+                       [80, 443], udp_ports=[443])
+    fake = FakeCluster(helm)
+    code, out, err = run(fake, env, "enable", "-y", "-n", "ingress", "-o", "yaml")
+    assert code == 0, err
+    (doc,) = list(yaml.safe_load_all(out))
+    matches = [p["match"]["listener"] for p in doc["spec"]["configPatches"]]
+    assert matches == [{"portNumber": 80}, {"portNumber": 443, "name": "0.0.0.0_443"}]
+    code, out, _ = run(fake, env, "status", "-n", "ingress", "-o", "json")
+    udp = [lst for lst in json.loads(out)["gateways"][0]["pods"][0]["listeners"]
+           if lst["protocol"] == "UDP"]
+    assert udp and not udp[0]["keepalive"]["enabled"]
+
+
+def test_server_dry_run_writes_nothing(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    code, out, _ = run(fake, env, "enable", "-y", "--dry-run=server")
+    assert code == 0 and "(server dry run)" in out
+    assert fake.filters == {} and fake.writes == [("create", "istio-system/keepalive-istio-"
+                                                             "ingressgateway", "dry")]
+
+
+def test_offline_render_needs_no_cluster_and_matches_the_online_one(
+        env: dict[str, str]) -> None:
+    argv = ["enable", "--dry-run=client", "-n", "istio-system", "-l",
+            "app=istio-ingressgateway,istio=ingressgateway", "--port", "8080", "--port", "8443",
+            "-o", "yaml"]
+    code, offline, err = run(None, env, *argv)
+    assert code == 0, err
+    code, online, _ = run(FakeCluster(ingress()), env, "enable", "--dry-run=client", "-y",
+                          "-o", "yaml")
+    assert code == 0
+    assert yaml.safe_load(offline) == yaml.safe_load(online)
+    assert envoyfilter.settings_in(yaml.safe_load(offline))[8443] is not None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["enable", "--idle", "1.5s"],
+        ["enable", "--interval", "0"],
+        ["enable", "--probes", "128"],
+        ["enable", "--port", "70000"],
+        ["enable", "--port", "15021"],
+        ["enable", "--bogus"],
+        ["enable", "--dry-run=maybe"],
+        ["status", "--from-file", "/nonexistent/dump.json"],
+        ["status", "-o", "xml"],
+        ["status", "--context", "nope"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_input_is_one_error_line_exit_2_and_no_change(argv: list[str],
+                                                          env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    code, out, err = run(fake, env, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert fake.writes == []
+
+
+def test_malformed_from_file_is_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
+    bad = tmp_path / "dump.json"
+    bad.write_text("{not json")
+    code, out, err = run(None, env, "status", "--from-file", str(bad))
+    assert (code, out) == (2, "") and err.startswith("error: not a JSON")
+
+
+def test_status_from_stdin(env: dict[str, str]) -> None:
+    dump = {"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+                         "dynamic_listeners": [{"name": "0.0.0.0_8080", "active_state": {
+                             "listener": {"name": "0.0.0.0_8080", "address": {"socket_address": {
+                                 "port_value": 8080}}, "socket_options": [
+                                 {"level": "1", "name": "9", "int_value": "1"}]}}}]}]}
+    out, err = io.StringIO(), io.StringIO()
+    stdin = io.TextIOWrapper(io.BytesIO(json.dumps(dump).encode()))
+    assert main(["status", "--from-file", "-", "-o", "json"], out, err, None, env, stdin) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["gateways"][0]["name"] is None and doc["gateways"][0]["pods"][0]["name"] is None
+    assert doc["gateways"][0]["pods"][0]["listeners"][0]["keepalive"] == {
+        "enabled": True, "idle": None, "interval": None, "probes": None}
+
+
+def test_no_gateways_found_is_not_an_error_for_status(env: dict[str, str]) -> None:
+    code, out, err = run(FakeCluster(), env, "status")
+    assert code == 0 and out == "" and "No Istio ingress gateways found" in err
+    code, _, err = run(FakeCluster(), env, "enable", "-y")
+    assert code == 3 and "no Istio ingress gateway found in namespace istio-system" in err
+
+
+def test_version_and_help(env: dict[str, str]) -> None:
+    code, out, _ = run(None, env, "version")
+    assert code == 0 and out.startswith("kubectl-keepalive v")
+    with pytest.raises(SystemExit) as exit_info:
+        run(None, env, "--help")
+    assert exit_info.value.code == 0

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from kubectl_keepalive import rollout
+from kubectl_keepalive.cluster import Condition, RolloutState
+
+
+def state(**kw: int) -> RolloutState:
+    base = {"generation": 2, "observed_generation": 2, "spec_replicas": 3, "replicas": 3,
+            "updated_replicas": 3, "available_replicas": 3}
+    base.update(kw)
+    return RolloutState(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "done", "message"),
+    [
+        ({"observed_generation": 1}, False, "spec update to be observed"),
+        ({"updated_replicas": 1}, False, "1 out of 3 new replicas have been updated"),
+        ({"replicas": 4}, False, "1 old replicas are pending termination"),
+        ({"available_replicas": 2}, False, "2 of 3 updated replicas are available"),
+        ({}, True, "successfully rolled out"),
+    ],
+)
+def test_kubectl_completion_rule(kw: dict[str, int], done: bool, message: str) -> None:
+    progress = rollout.progress("gw", state(**kw))
+    assert progress.done is done
+    assert message in progress.message
+
+
+def test_progress_deadline_exceeded_fails() -> None:
+    stuck = RolloutState(2, 2, 1, 2, 1, 0, conditions=(
+        Condition("Progressing", "False", "ProgressDeadlineExceeded"),))
+    with pytest.raises(rollout.RolloutFailed, match="exceeded its progress deadline"):
+        rollout.progress("gw", stuck)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_wait_reports_each_new_message_and_returns_when_done() -> None:
+    states = iter([state(updated_replicas=0), state(updated_replicas=0), state(replicas=4),
+                   state()])
+    clock, seen = Clock(), []
+    rollout.wait("gw", lambda: next(states), 60, clock, clock.sleep, seen.append)
+    assert len(seen) == 3 and seen[-1].endswith("successfully rolled out")
+
+
+def test_wait_times_out_with_the_last_message() -> None:
+    clock = Clock()
+    with pytest.raises(rollout.RolloutFailed, match=r"timed out after 5s.*1 of 3 updated"):
+        rollout.wait("gw", lambda: state(available_replicas=1), 5, clock, clock.sleep,
+                     lambda _: None)
+    assert clock.now == pytest.approx(5.0)
+
+
+def test_restarted_at_is_rfc3339_with_offset() -> None:
+    stamp = rollout.restarted_at(datetime.datetime(2026, 1, 2, 3, 4, 5,
+                                                   tzinfo=datetime.timezone.utc))
+    assert datetime.datetime.fromisoformat(stamp).utcoffset() is not None
