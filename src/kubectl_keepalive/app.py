@@ -128,7 +128,7 @@ def status(cluster: Cluster, scope: Scope) -> StatusReport:
     return StatusReport(tuple(out), notices)
 
 
-def status_from_file(raw: bytes) -> StatusReport:
+def status_from_file(raw: bytes | str) -> StatusReport:
     listeners = tuple(envoy_dump.parse(raw))
     gateway = Gateway(namespace="", name="")
     return StatusReport((GatewayStatus(gateway, (PodListeners(None, listeners),)),))

@@ -157,13 +157,15 @@ def _print_status(ctx: Context, report: app.StatusReport) -> None:
         ctx.out.write(render.status_table(report, wide=output == "wide"))
 
 
-def _read_input(path: str, ctx: Context) -> bytes:
-    if path == "-":
-        data = ctx.stdin.buffer.read() if hasattr(ctx.stdin, "buffer") else ctx.stdin.read()
-        return data if isinstance(data, bytes) else data.encode()
+def _read_input(path: str, ctx: Context) -> str:
+    """The whole document as text: read once, never held as bytes and str at the same time."""
     try:
-        with open(path, "rb") as handle:
+        if path == "-":
+            return ctx.stdin.read()
+        with open(path, encoding="utf-8") as handle:
             return handle.read()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 JSON: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 

@@ -9,14 +9,11 @@ listeners). Active, warming, draining and rejected versions are kept apart becau
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import Listener, ListenerState, SocketOption
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 # Keys of the objects the parser reads. While decoding, any object with none of these keys is
 # replaced by an empty dict, so a dump's filter chains, routes and clusters never stay in memory.
@@ -52,19 +49,31 @@ _STATE_KEYS = (
 )
 
 
-def _snake(key: str) -> str:
-    return _CAMEL.sub(r"_\1", key).lower() if key[:1] != "@" else key
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+# istioctl writes protojson camelCase; these are the needed keys in that spelling.
+_CAMEL_TO_SNAKE = {_camel(k): k for k in _NEEDED_KEYS if "_" in k}
+_NEEDED_ANY = _NEEDED_KEYS | _CAMEL_TO_SNAKE.keys()
+_DROPPED: dict[str, Any] = {}  # shared placeholder for pruned objects; never mutated
 
 
 def _keep_needed(obj: dict[str, Any]) -> dict[str, Any]:
-    """json object_hook: snake_case every key and drop objects the parser never reads."""
+    """json object_hook: drop objects the parser never reads, snake_case the ones it keeps.
+
+    Runs once per JSON object of a possibly huge dump, so the common paths stay cheap.
+    """
     kind = obj.get("@type")
-    if isinstance(kind, str) and not kind.endswith(_LISTENER_TYPES):
-        return {}
-    out = {_snake(key): value for key, value in obj.items()}
-    if out.keys().isdisjoint(_NEEDED_KEYS):
-        return {}
-    return out
+    if kind is not None and not (isinstance(kind, str) and kind.endswith(_LISTENER_TYPES)):
+        return _DROPPED
+    keys = obj.keys()
+    if keys.isdisjoint(_NEEDED_ANY):
+        return _DROPPED
+    if keys.isdisjoint(_CAMEL_TO_SNAKE):
+        return obj
+    return {_CAMEL_TO_SNAKE.get(key, key): value for key, value in obj.items()}
 
 
 def load(raw: bytes | str) -> Any:

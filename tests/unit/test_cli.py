@@ -246,7 +246,7 @@ def test_status_from_stdin(env: dict[str, str]) -> None:
                                  "port_value": 8080}}, "socket_options": [
                                  {"level": "1", "name": "9", "int_value": "1"}]}}}]}]}
     out, err = io.StringIO(), io.StringIO()
-    stdin = io.TextIOWrapper(io.BytesIO(json.dumps(dump).encode()))
+    stdin = io.StringIO(json.dumps(dump))
     assert main(["status", "--from-file", "-", "-o", "json"], out, err, None, env, stdin) == 0
     doc = json.loads(out.getvalue())
     assert doc["gateways"][0]["name"] is None and doc["gateways"][0]["pods"][0]["name"] is None
