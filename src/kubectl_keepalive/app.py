@@ -15,7 +15,13 @@ from typing import Any
 
 from kubectl_keepalive import discovery, envoy_dump, envoyfilter, rollout, sockopts
 from kubectl_keepalive.cluster import Cluster
-from kubectl_keepalive.errors import ClusterError, ConflictError, KeepaliveError, UsageError
+from kubectl_keepalive.errors import (
+    ClusterError,
+    ConflictError,
+    ForbiddenError,
+    KeepaliveError,
+    UsageError,
+)
 from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
 
 ADMIN_LISTENERS_PATH = "config_dump?resource=dynamic_listeners"
@@ -43,6 +49,7 @@ class PodListeners:
     listeners: tuple[Listener, ...] = ()
     error: str | None = None
     via: str | None = None
+    note: str | None = None  # e.g. a pod not running yet: nothing to read, not a failure
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def status(cluster: Cluster, scope: Scope) -> StatusReport:
     out = []
     for gateway in gateways:
         pods = tuple(
-            reads.get(f"{p.namespace}/{p.name}", PodListeners(p, error=f"pod is {p.phase}"))
+            reads.get(f"{p.namespace}/{p.name}", PodListeners(p, note=f"pod is {p.phase}"))
             for p in gateway.pods
         )
         managed = _managed_filter_of(filters, gateway)
@@ -124,7 +131,7 @@ def status(cluster: Cluster, scope: Scope) -> StatusReport:
                 tuple(foreign),
             )
         )
-    notices = tuple(getattr(cluster, "notices", ()))
+    notices = tuple(getattr(cluster, "notices", ())) + tuple(filters.notices)
     return StatusReport(tuple(out), notices)
 
 
@@ -134,25 +141,44 @@ def status_from_file(raw: bytes | str) -> StatusReport:
     return StatusReport((GatewayStatus(gateway, (PodListeners(None, listeners),)),))
 
 
-def _filters_by_namespace(
-    cluster: Cluster, namespaces: set[str], scope: Scope
-) -> dict[str, list[dict[str, Any]]]:
-    wanted = sorted(namespaces | {scope.root_namespace})
+class _Filters(dict[str, list[dict[str, Any]]]):
+    """EnvoyFilters by namespace, plus notices about namespaces that could not be listed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notices: list[str] = []
+
+
+def _filters_by_namespace(cluster: Cluster, namespaces: set[str], scope: Scope) -> _Filters:
+    found = _Filters()
     if scope.namespace is None:
         everything = cluster.list_envoyfilters(None)
-        return {ns: [f for f in everything if _ns(f) == ns] for ns in wanted}
-    return {ns: cluster.list_envoyfilters(ns) for ns in wanted}
+        for ns in sorted(namespaces | {scope.root_namespace}):
+            found[ns] = [f for f in everything if _ns(f) == ns]
+        return found
+    for ns in sorted(namespaces):
+        found[ns] = cluster.list_envoyfilters(ns)
+    if scope.root_namespace not in found:
+        try:
+            found[scope.root_namespace] = cluster.list_envoyfilters(scope.root_namespace)
+        except ForbiddenError:
+            # Gateway owners often may not read Istio's root namespace: say what goes unchecked.
+            found.notices.append(
+                f"cannot list EnvoyFilters in Istio's root namespace {scope.root_namespace} "
+                "(forbidden): filters there that also set keepalive were not checked"
+            )
+    return found
 
 
 def _candidate_filters(
-    filters: dict[str, list[dict[str, Any]]], gateway: Gateway, scope: Scope
+    filters: _Filters, gateway: Gateway, scope: Scope
 ) -> list[dict[str, Any]]:
     names = {gateway.namespace, scope.root_namespace}
     return [f for ns in sorted(names) for f in filters.get(ns, [])]
 
 
 def _managed_filter_of(
-    filters: dict[str, list[dict[str, Any]]], gateway: Gateway
+    filters: _Filters, gateway: Gateway
 ) -> dict[str, Any] | None:
     name = envoyfilter.managed_name(gateway.name)
     for obj in filters.get(gateway.namespace, []):
@@ -582,7 +608,7 @@ def _verify(
         for pod in pods:
             got = reads.get(f"{pod.namespace}/{pod.name}")
             if got is None or got.error:
-                pending.append(f"{pod.name}: {got.error if got else 'not running'}")
+                pending.append(f"{pod.name}: {got.error if got else 'pod is ' + pod.phase}")
                 continue
             for port in ports:
                 pending.extend(_port_problem(got, port, plan.settings))

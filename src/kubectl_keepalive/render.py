@@ -21,6 +21,7 @@ def status_document(report: app.StatusReport) -> dict[str, Any]:
                     "name": pod.pod.name if pod.pod else None,
                     "listeners": [_listener(lst, gw) for lst in pod.listeners],
                     "error": pod.error,
+                    "note": pod.note,
                     "via": pod.via,
                 }
             )
@@ -83,10 +84,12 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
         filter_name = (managed.get("metadata") or {}).get("name") if managed else "<none>"
         for pod in gw.pods:
             pod_name = pod.pod.name if pod.pod else "-"
-            if pod.error:
+            if pod.error or pod.note:
+                state = "unknown" if pod.error else "-"
                 row = [gw.gateway.namespace or "-", gw.gateway.name or "-", pod_name, "-", "-",
-                       "-", "unknown", "-", "-"]
-                rows.append(row + ([str(filter_name), pod.error] if wide else []))
+                       "-", state, "-", "-"]
+                rows.append(row + ([str(filter_name), pod.error or pod.note or ""] if wide
+                                   else []))
                 continue
             for lst in pod.listeners:
                 if lst.static and not wide:
@@ -109,6 +112,9 @@ def status_notes(report: app.StatusReport) -> list[str]:
     """Lines for stderr: foreign filters and duplicates deserve a human's attention."""
     notes = list(report.notices)
     for gw in report.gateways:
+        for pod in gw.pods:
+            if pod.error and pod.pod:
+                notes.append(f"pod {pod.pod.namespace}/{pod.pod.name}: {pod.error}")
         for foreign in gw.foreign:
             notes.append(
                 f"gateway {gw.gateway.namespace}/{gw.gateway.name}: EnvoyFilter {foreign} also "
