@@ -66,6 +66,10 @@ def group_gateways(
         selector = dict(deployment.selector) if deployment else {}
         labels = deployment.template_labels if deployment else members[0].labels
         revision = labels.get(REVISION_LABEL) or members[0].labels.get(REVISION_LABEL)
+        if revision == "default":
+            # The default revision's istiod takes unlabelled (global) config; labelling a filter
+            # `default` could hide it from an istiod whose revision name is empty.
+            revision = None
         live = tuple(sorted((p for p in members if not p.terminating), key=lambda p: p.name))
         gateways.append(
             Gateway(namespace, name, selector, revision or None, live, deployment)
