@@ -136,6 +136,23 @@ class KubeCluster:
                    field_manager=FIELD_MANAGER, dry_run="All" if dry_run else None,
                    _content_type="application/strategic-merge-patch+json")
 
+    def list_services(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace:
+            raw = self._call("list", "services", namespace, self._core.list_namespaced_service,
+                             namespace, _preload_content=False)
+        else:
+            raw = self._call("list", "services", None,
+                             self._core.list_service_for_all_namespaces, _preload_content=False)
+        return [i for i in self._json(raw).get("items", []) if isinstance(i, dict)]
+
+    def node_provider_ids(self) -> list[str] | None:
+        try:
+            raw = self._call("list", "nodes", None, self._core.list_node, _preload_content=False)
+        except ForbiddenError:
+            return None  # a namespaced user: the cloud is then read from the Service alone
+        items = self._json(raw).get("items", [])
+        return [str((i.get("spec") or {}).get("providerID", "")) for i in items]
+
     # -- EnvoyFilters --------------------------------------------------------------------
 
     def list_envoyfilters(self, namespace: str | None) -> list[dict[str, Any]]:

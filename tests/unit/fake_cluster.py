@@ -48,6 +48,8 @@ class FakeCluster:
         self._rollout_reads: dict[str, int] = {}
         self._version = 100
         self.notices: list[str] = []
+        self.services: list[dict[str, Any]] = []
+        self.provider_ids: list[str] | None = []
 
     # -- pods --------------------------------------------------------------------------------
 
@@ -180,6 +182,13 @@ class FakeCluster:
                 {k: str(v) if k in ("level", "name", "int_value") else v for k, v in o.items()}
                 for o in options]
         return {"name": name, "active_state": {"listener": listener}}
+
+    def list_services(self, namespace: str | None) -> list[dict[str, Any]]:
+        return [copy.deepcopy(s) for s in self.services
+                if not namespace or s["metadata"]["namespace"] == namespace]
+
+    def node_provider_ids(self) -> list[str] | None:
+        return list(self.provider_ids) if self.provider_ids is not None else None
 
     def describe(self) -> str:
         return "fake cluster"
