@@ -88,7 +88,8 @@ def load(raw: bytes | str) -> Any:
 def parse(raw: bytes | str) -> list[Listener]:
     """Listeners from a config dump or an istioctl listener list, sorted by port, name, state."""
     document = load(raw)
-    listeners = list(_listeners_in(document))
+    # A rejected update is listed twice (under its listener and as a nameless entry): keep one.
+    listeners = list(dict.fromkeys(_listeners_in(document)))
     if not listeners and not _looks_like_listener_config(document):
         raise UsageError(
             "no listener config found: expected an Envoy /config_dump or the JSON output of "
