@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from kubectl_keepalive import discovery, envoy_dump, envoyfilter, rollout, sockopts
 from kubectl_keepalive.cluster import Cluster
@@ -298,10 +298,14 @@ def plan_disable(cluster: Cluster, scope: Scope) -> Plan:
 
 def _require_gateways(report: StatusReport, scope: Scope) -> None:
     if not report.gateways:
-        where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
-        how = f"matching -l {scope.selector}" if scope.selector else "(pods labelled `istio` or "
-        how += "" if scope.selector else "`gateway.networking.k8s.io/gateway-name`)"
-        raise ClusterError(f"no Istio ingress gateway found in {where} {how}")
+        require_gateways_found(scope)
+
+
+def require_gateways_found(scope: Scope) -> NoReturn:
+    where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
+    how = f"matching -l {scope.selector}" if scope.selector else "(pods labelled `istio` or "
+    how += "" if scope.selector else "`gateway.networking.k8s.io/gateway-name`)"
+    raise ClusterError(f"no Istio ingress gateway found in {where} {how}")
 
 
 def _rollout_incomplete(cluster: Cluster, gateway: Gateway) -> str | None:

@@ -22,8 +22,9 @@ from kubectl_keepalive.errors import (
 )
 
 EXIT_CODES_HELP = """exit codes:
-  0    success; for diff: nothing would change
-  1    diff: enable would change something
+  0    success; for diff: nothing would change; for doctor: nothing fires before --duration
+  1    diff: enable would change something; doctor: a timer cuts the request; enable or
+       disable: declined at the prompt
   2    usage error or bad input (nothing was contacted or changed)
   3    cluster or API error (RBAC, unreachable, conflicting EnvoyFilter, rollout failed)
   4    verification failed: the options are not live after applying them
@@ -140,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     disable = sub("disable", "remove the managed EnvoyFilter, roll the gateway, verify")
     _write_flags(disable)
+
+    doctor = sub("doctor", "list every timer that can cut a long request through each gateway, "
+                           "which fires first, and the fix")
+    doctor.add_argument("--duration", required=True, metavar="DUR",
+                        help="total time of the request, e.g. 10m")
+    doctor.add_argument("--silence", metavar="DUR",
+                        help="longest gap without bytes in either direction (default: the "
+                             "whole duration)")
+    doctor.add_argument("--upload", metavar="DUR", default="0",
+                        help="time the client takes to send the request body (default 0)")
+    doctor.add_argument("--grpc", action="store_true", help="the request is a gRPC call")
+    doctor.add_argument("--all", dest="show_all", action="store_true",
+                        help="also list timers that are disabled or do not apply")
+    doctor.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    doctor.add_argument("--timeout", default="10s", metavar="DUR",
+                        help="per-pod timeout for reading Envoy admin (default 10s)")
 
     sub("version", "print the plugin version")
     completion = sub("completion", "print the kubectl_complete-keepalive script for kubectl "

@@ -38,6 +38,7 @@ def run(ctx: Context) -> int:
         "diff": cmd_diff,
         "enable": cmd_enable,
         "disable": cmd_disable,
+        "doctor": cmd_doctor,
         "version": cmd_version,
         "completion": cmd_completion,
     }
@@ -195,10 +196,69 @@ def cmd_enable(ctx: Context) -> int:
     if args.dry_run == "client" and _offline_possible(args, ports):
         return _render_offline(ctx, settings, ports or [])
     cluster, scope = connect(ctx)
+    if args.idle is None and args.interval is None and args.probes is None:
+        settings = _recommended(ctx, cluster, scope, settings)
     plan = app.plan_enable(cluster, scope, settings, ports)
     _notices(ctx, plan)
     app.check_foreign(plan, args.force)
     return _carry_out(ctx, cluster, scope, plan, timeout)
+
+
+def _recommended(ctx: Context, cluster: Any, scope: app.Scope,
+                 default: KeepaliveSettings) -> KeepaliveSettings:
+    """Without --idle, stay safely below the balancer's idle timeout when the Service tells it."""
+    from kubectl_keepalive import diagnose
+
+    advice = diagnose.recommend(cluster, scope)
+    if advice is None:
+        return default
+    ctx.note(f"note: using idle={advice.settings.idle}s interval={advice.settings.interval}s "
+             f"probes={advice.settings.probes}: {advice.reason} (--idle overrides)")
+    return advice.settings
+
+
+def cmd_doctor(ctx: Context) -> int:
+    from kubectl_keepalive import diagnose
+    from kubectl_keepalive.doctor import analysis
+    from kubectl_keepalive.doctor import render as doctor_render
+
+    args = ctx.args
+    duration = durations.parse_duration(args.duration, "--duration")
+    silence = (durations.parse_duration(args.silence, "--silence")
+               if args.silence is not None else None)
+    upload = durations.parse_duration(args.upload, "--upload")
+    profile = analysis.Profile(float(duration), None if silence is None else float(silence),
+                               float(upload), grpc=args.grpc)
+    timeout = durations.parse_duration(args.timeout, "--timeout")
+    cluster, scope = connect(ctx)
+    scope = app.Scope(scope.namespace, scope.selector, scope.root_namespace, scope.parallel,
+                      float(max(1, timeout)))
+    result = diagnose.diagnose(cluster, scope, profile)
+    if args.output == "json":
+        ctx.out.write(render.to_json({"gateways": _doctor_document(result, doctor_render)}))
+    else:
+        for item in result.ports:
+            gw = item.gateway
+            front = (f"Service {item.front.service} port {item.front.port}"
+                     if item.front.service else "no Service found")
+            ctx.out.write(f"gateway {gw.namespace}/{gw.name}, {front}\n")
+            ctx.out.write(doctor_render.table(item.report, show_all=args.show_all) + "\n")
+    for problem in result.problems:
+        ctx.note(f"error: {problem}")
+    if result.problems:
+        return EXIT_CLUSTER
+    return result.exit_code
+
+
+def _doctor_document(result: Any, doctor_render: Any) -> list[dict[str, Any]]:
+    gateways: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in result.ports:
+        key = (item.gateway.namespace, item.gateway.name)
+        entry = gateways.setdefault(key, {"namespace": key[0], "name": key[1], "ports": []})
+        entry["ports"].append({"service": item.front.service, "service_port": item.front.port,
+                               "target_port": item.front.target_port,
+                               **doctor_render.document(item.report)})
+    return list(gateways.values())
 
 
 def cmd_disable(ctx: Context) -> int:

@@ -33,6 +33,7 @@ class FakeGateway:
     generation: int = 1
     rollout_reads_until_done: int = 1
     never_available: bool = False
+    full_dump: str | None = None  # what a full /config_dump returns (the doctor reads it)
 
 
 class FakeCluster:
@@ -152,6 +153,8 @@ class FakeCluster:
                   and g.namespace == pod.namespace)
         if gw.template_hash not in pod.name:
             raise ForbiddenError("pod is gone")
+        if path == "config_dump" and gw.full_dump is not None:
+            return AdminRead(gw.full_dump.encode(), "port-forward")
         dynamic = []
         for port in gw.ports:
             dynamic.append(self._listener(gw, f"0.0.0.0_{port}", port, "TCP"))

@@ -1,0 +1,161 @@
+"""Use case: every timer that can cut a long request through each gateway, and which fires first.
+
+Reads the gateway's Service (what balancer is in front, and its idle timeout), the nodes' provider
+IDs, and one pod's full Envoy config dump (listeners, routes and clusters); the doctor package
+decides. Returns data; `commands` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubectl_keepalive import app
+from kubectl_keepalive.cluster import Cluster
+from kubectl_keepalive.doctor import analysis, balancers, timers
+from kubectl_keepalive.errors import KeepaliveError
+from kubectl_keepalive.model import Gateway, KeepaliveSettings
+
+FULL_DUMP_PATH = "config_dump"  # routes and clusters are needed too, not only listeners
+
+
+@dataclass(frozen=True)
+class FrontPort:
+    """One Service port in front of a gateway listener port (the Service's targetPort)."""
+
+    service: str | None
+    port: int | None
+    target_port: int
+    balancer: balancers.Balancer
+
+
+@dataclass(frozen=True)
+class PortDiagnosis:
+    gateway: Gateway
+    front: FrontPort
+    report: analysis.Report
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    ports: tuple[PortDiagnosis, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return max((p.report.exit_code for p in self.ports), default=0)
+
+
+def services_of(gateway: Gateway, services: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Services in the gateway's namespace whose selector picks its pods; LoadBalancers first."""
+    labels = gateway.pods[0].labels if gateway.pods else gateway.selector
+    found = []
+    for svc in services:
+        meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+        selector = spec.get("selector") or {}
+        if meta.get("namespace") != gateway.namespace or not selector:
+            continue
+        if all(labels.get(k) == v for k, v in selector.items()):
+            found.append(svc)
+    return sorted(found, key=lambda s: ((s.get("spec") or {}).get("type") != "LoadBalancer",
+                                        (s.get("metadata") or {}).get("name", "")))
+
+
+def front_ports(gateway: Gateway, services: list[dict[str, Any]],
+                provider_ids: list[str] | None) -> list[FrontPort]:
+    """Each Service port with a numeric targetPort, and the balancer Kubernetes says fronts it."""
+    fronts = []
+    for svc in services_of(gateway, services):
+        name = str((svc.get("metadata") or {}).get("name", ""))
+        for port in (svc.get("spec") or {}).get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            if not isinstance(target, int) or target in app.BOOTSTRAP_PORTS:
+                continue
+            number = int(port.get("port", target))
+            balancer = balancers.detect(svc, provider_ids or (), port=number)
+            fronts.append(FrontPort(name, number, target, balancer))
+    return fronts
+
+
+def diagnose(cluster: Cluster, scope: app.Scope, profile: analysis.Profile) -> Diagnosis:
+    gateways = app.discover(cluster, scope)
+    if not gateways:
+        app.require_gateways_found(scope)
+    namespaces = {g.namespace for g in gateways}
+    services = [s for ns in sorted(namespaces) for s in cluster.list_services(ns)]
+    provider_ids = cluster.node_provider_ids()
+    out: list[PortDiagnosis] = []
+    problems: list[str] = []
+    for gateway in gateways:
+        dump = _full_dump(cluster, gateway, scope, problems)
+        if dump is None:
+            continue
+        fronts = front_ports(gateway, services, provider_ids)
+        live_ports = set(timers.ports(dump))
+        if not fronts:
+            none = balancers.detect({}, provider_ids or ())
+            fronts = [FrontPort(None, None, p, none) for p in sorted(live_ports)
+                      if p not in app.BOOTSTRAP_PORTS]
+        for front in fronts:
+            if front.target_port not in live_ports:
+                problems.append(f"gateway {gateway.namespace}/{gateway.name}: Service "
+                                f"{front.service} port {front.port} targets {front.target_port}, "
+                                "where the gateway has no listener")
+                continue
+            port_timers = timers.read_port(dump, front.target_port)
+            report = analysis.analyze(port_timers, front.balancer, profile,
+                                      analysis.drain_timers())
+            out.append(PortDiagnosis(gateway, front, report))
+    return Diagnosis(tuple(out), tuple(problems))
+
+
+def _full_dump(cluster: Cluster, gateway: Gateway, scope: app.Scope,
+               problems: list[str]) -> dict[str, Any] | None:
+    """The first readable running pod's full dump: one pod speaks for its gateway's config."""
+    for pod in gateway.pods:
+        if pod.phase != "Running":
+            continue
+        try:
+            read = cluster.read_admin(pod, FULL_DUMP_PATH, scope.pod_timeout)
+            return timers.load(read.body)
+        except KeepaliveError as exc:
+            problems.append(f"pod {pod.namespace}/{pod.name}: {exc}")
+    problems.append(f"gateway {gateway.namespace}/{gateway.name}: no pod's config could be read")
+    return None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    settings: KeepaliveSettings
+    reason: str
+
+
+def recommend(cluster: Cluster, scope: app.Scope) -> Recommendation | None:
+    """Keepalive below the shortest known packet-counting idle timer in front of the gateways.
+
+    None when no such timer is known (the caller keeps its defaults). Balancers that count only
+    data are reported in the reason: keepalive will not save requests behind them.
+    """
+    gateways = app.discover(cluster, scope)
+    namespaces = sorted({g.namespace for g in gateways})
+    services = [s for ns in namespaces for s in cluster.list_services(ns)]
+    provider_ids = cluster.node_provider_ids()
+    l4: list[FrontPort] = []
+    l7: list[FrontPort] = []
+    for gateway in gateways:
+        for front in front_ports(gateway, services, provider_ids):
+            if front.balancer.layer is balancers.Layer.L4 and front.balancer.idle_timeout_s:
+                l4.append(front)
+            elif front.balancer.layer is balancers.Layer.L7:
+                l7.append(front)
+    notes = [f"keepalive will not help behind {f.service}:{f.port} ({f.balancer.kind} counts "
+             "only data)" for f in l7]
+    if not l4:
+        return None if not notes else Recommendation(app.DEFAULT_SETTINGS, "; ".join(notes))
+    shortest = min(l4, key=lambda f: f.balancer.idle_timeout_s or 0)
+    advice = analysis.recommend_keepalive(float(shortest.balancer.idle_timeout_s or 0),
+                                          default=app.DEFAULT_SETTINGS)
+    reason = (f"{shortest.balancer.kind} in front of Service {shortest.service} port "
+              f"{shortest.port} drops idle flows after {shortest.balancer.idle_timeout_s}s "
+              f"({shortest.balancer.source}): {advice.reason}")
+    return Recommendation(advice.settings, "; ".join([reason, *notes]))

@@ -1,0 +1,64 @@
+"""`doctor` and `enable`'s recommendation over FakeCluster (a fake) with a real Envoy dump."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.unit.fake_cluster import FakeCluster, FakeGateway
+from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)
+
+DUMP = Path(__file__).resolve().parents[1] / "golden" / "doctor" / "istio-gateway.config_dump.json"
+
+
+def gateway_with_dump() -> FakeGateway:
+    from kubectl_keepalive.doctor import timers
+
+    raw = DUMP.read_text()
+    (port,) = timers.ports(raw)
+    gateway = ingress()
+    gateway.ports = [8080]
+    gateway.full_dump = raw.replace(f'"port_value": {port}', '"port_value": 8080')
+    return gateway
+
+
+def service(annotations: dict[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": "istio-ingressgateway", "namespace": "istio-system",
+                         "annotations": annotations},
+            "spec": {"type": "LoadBalancer",
+                     "selector": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+                     "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]}}
+
+
+NLB = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
+
+
+def test_doctor_names_the_balancer_as_first_cut_then_nothing_after_enable(
+        env: dict[str, str]) -> None:  # noqa: F811
+    fake = FakeCluster(gateway_with_dump())
+    fake.services = [service(NLB)]
+    code, out, err = run(fake, env, "doctor", "--duration", "10m", "-o", "json")
+    assert code == 1, err
+    (port,) = json.loads(out)["gateways"][0]["ports"]
+    assert port["service_port"] == 80 and port["target_port"] == 8080
+    assert "350" in json.dumps(port)
+    # enable without --idle proposes settings below the balancer's idle timeout, and says why
+    code, _, err = run(fake, env, "enable", "-y")
+    assert code == 0, err
+    assert "350" in err and "--idle overrides" in err
+
+
+def test_doctor_says_keepalive_does_not_help_behind_a_layer7_balancer(
+        env: dict[str, str]) -> None:  # noqa: F811
+    fake = FakeCluster(gateway_with_dump())
+    fake.services = [service({"keepalive.kubectl-plugin.io/balancer-kind": "l7",
+                              "keepalive.kubectl-plugin.io/idle-timeout-seconds": "60"})]
+    code, out, err = run(fake, env, "doctor", "--duration", "10m")
+    assert code == 1, err
+    assert "keepalive will not help" in out
+
+
+def test_doctor_bad_duration_is_usage_error(env: dict[str, str]) -> None:  # noqa: F811
+    code, out, err = run(FakeCluster(gateway_with_dump()), env, "doctor", "--duration", "ten")
+    assert (code, out) == (2, "") and err.startswith("error: ")
