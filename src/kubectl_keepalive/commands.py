@@ -135,6 +135,8 @@ def cmd_status(ctx: Context) -> int:
         scope = app.Scope(scope.namespace, scope.selector, scope.root_namespace,
                           scope.parallel, float(max(1, timeout)))
         report = app.status(cluster, scope)
+        if (_get(args, "verbose") or 0) >= 1:
+            ctx.note(f"{getattr(cluster, 'requests', '?')} API requests")
         if not report.gateways:
             where = f"in namespace {scope.namespace}" if scope.namespace else "in any namespace"
             ctx.note(f"No Istio ingress gateways found {where}.")
