@@ -48,6 +48,7 @@ class KubeCluster:
             raise ClusterError(f"cannot use the kubeconfig: {exc}") from None
         # One retry at most: an unreachable server should be reported, not waited on.
         configuration.retries = 1
+        self._configuration = configuration
         self._api = client.ApiClient(configuration)
         self._core = client.CoreV1Api(self._api)
         self._apps = client.AppsV1Api(self._api)
@@ -243,13 +244,21 @@ class KubeCluster:
                         )
         return AdminRead(self._admin_via_exec(pod, path, timeout), "exec")
 
+    def _stream_api(self) -> Any:
+        """A client of its own for each stream: the client's stream helpers swap the ApiClient's
+        transport for the call's duration, which would break calls running in other threads."""
+        from kubernetes import client
+
+        return client.CoreV1Api(client.ApiClient(self._configuration))
+
     def _admin_via_port_forward(self, pod: Pod, path: str, timeout: float) -> bytes:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import portforward
 
         self._count()
+        core = self._stream_api()
         try:
-            forward = portforward(self._core.connect_get_namespaced_pod_portforward, pod.name,
+            forward = portforward(core.connect_get_namespaced_pod_portforward, pod.name,
                                   pod.namespace, ports=str(ADMIN_PORT),
                                   _request_timeout=timeout)
         except ApiException as exc:
@@ -289,8 +298,9 @@ class KubeCluster:
 
         self._count()
         command = ["pilot-agent", "request", "GET", path]
+        core = self._stream_api()
         try:
-            ws = stream(self._core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+            ws = stream(core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
                         container=PROXY_CONTAINER, command=command, stderr=True, stdin=False,
                         stdout=True, tty=False, _preload_content=False, binary=True)
         except ApiException as exc:
