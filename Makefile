@@ -6,12 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint unit test bench clean
+.PHONY: help venv lint unit test bench bench-fleet cluster-up cluster-down clean
 
 help:
 	@echo "make test   install what the tests need, then lint and run every test tier"
 	@echo "make unit   the pure tier only (fast, no real components)"
 	@echo "make bench  run the benchmarks and print their tables"
+	@echo "make cluster-up / cluster-down   the lab Kubernetes cluster (prints its kubeconfig)"
 
 $(STAMP): setup.cfg pyproject.toml requirements/test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml requirements/test.txt
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff check src tests scripts benchmarks lab
 	$(VENV)/bin/mypy
 
 unit: venv
@@ -34,6 +35,17 @@ test: venv lint
 bench: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/startup.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/parse_dump.py
+
+# The lab cluster: real control plane built from pinned Go modules, kwok nodes, real Envoys.
+cluster-up: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash lab/cluster-up.sh
+
+cluster-down:
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash lab/cluster-down.sh
+
+bench-fleet: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/fleet.py \
+	  "$$(PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash lab/cluster-up.sh)"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
