@@ -178,6 +178,11 @@ def main(
     """Run one command; return its exit code. Only this function turns errors into output."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    if argv[:1] == ["__complete"]:  # called by kubectl_complete-keepalive; see completion.py
+        from kubectl_keepalive import completion
+
+        out.write(completion.render(*completion.complete(list(argv[1:]), build_parser())))
+        return EXIT_OK
     try:
         args = build_parser().parse_args(list(argv))
         if args.command is None:
