@@ -30,6 +30,7 @@ unit: venv
 	$(PY) -m pytest tests/unit
 
 test: venv lint
+	bash scripts/netlab-deps.sh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
 
 bench: venv

@@ -18,16 +18,17 @@ import yaml
 
 from kubectl_keepalive.cli import main
 from tests.support.envoy import Envoy, require_envoy
+from tests.support.istio_merge import merge_listener_patches
 
 pytestmark = pytest.mark.envoy
 
 IDLE, INTERVAL, PROBES = 37, 11, 4
 
 
-def rendered_filter() -> dict[str, Any]:
+def rendered_filter(port: int) -> dict[str, Any]:
     out, err = io.StringIO(), io.StringIO()
     code = main(["enable", "--dry-run=client", "-n", "istio-system", "-l",
-                 "app=istio-ingressgateway,istio=ingressgateway", "--port", "8080",
+                 "app=istio-ingressgateway,istio=ingressgateway", "--port", str(port),
                  "--idle", f"{IDLE}s", "--interval", str(INTERVAL), "--probes", str(PROBES),
                  "-o", "json"], out, err, None, {})
     assert code == 0, err.getvalue()
@@ -57,16 +58,6 @@ def istio_like_listener(port: int) -> dict[str, Any]:
     }
 
 
-def merge_as_istio(listener: dict[str, Any], envoy_filter: dict[str, Any]) -> dict[str, Any]:
-    """Istio's MERGE of the filter's patch value: repeated fields append."""
-    merged = dict(listener)
-    for patch in envoy_filter["spec"]["configPatches"]:
-        assert patch["applyTo"] == "LISTENER" and patch["patch"]["operation"] == "MERGE"
-        merged["socket_options"] = (list(merged.get("socket_options", []))
-                                    + patch["patch"]["value"]["socket_options"])
-    return merged
-
-
 def keepalive_timers(port: int) -> list[float]:
     """Seconds left on each established socket's keepalive timer, as `ss -tno` shows them."""
     shown = subprocess.run(["ss", "-tno", "state", "established", f"( sport = :{port} )"],
@@ -84,7 +75,7 @@ def test_rendered_options_put_keepalive_timers_on_accepted_sockets(tmp_path: Pat
     if not Path("/usr/bin/ss").exists() and not Path("/bin/ss").exists():
         pytest.skip("ss (iproute2) is not installed")
     port = _free_port()
-    listener = merge_as_istio(istio_like_listener(port), rendered_filter())
+    listener = merge_listener_patches(istio_like_listener(port), rendered_filter(port))
     with Envoy(tmp_path) as envoy:
         envoy.set_listeners([listener])
         client = socket.create_connection(("127.0.0.1", port), timeout=5)
