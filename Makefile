@@ -6,9 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint unit test bench bench-fleet cluster-up cluster-down clean
+.PHONY: help venv lint unit test demo bench bench-fleet cluster-up cluster-down clean
 
 help:
+	@echo "make demo   the incident replayed on the lab: a long request cut, enable, saved"
 	@echo "make test   install what the tests need, then lint and run every test tier"
 	@echo "make unit   the pure tier only (fast, no real components)"
 	@echo "make bench  run the benchmarks and print their tables"
@@ -36,6 +37,11 @@ test: venv lint
 bench: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/startup.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/parse_dump.py
+
+demo: venv
+	bash scripts/netlab-deps.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) lab/demo.py \
+	  "$$(PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash lab/cluster-up.sh)"
 
 # The lab cluster: real control plane built from pinned Go modules, kwok nodes, real Envoys.
 cluster-up: venv

@@ -280,7 +280,9 @@ def _notices(ctx: Context, plan: app.Plan) -> None:
 def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
                timeout: int) -> int:
     args = ctx.args
-    ctx.err.write(render.plan_text(plan, render.to_yaml))
+    # The YAML diff is `diff`'s job; here it only shows with -v.
+    verbose = (_get(args, "verbose") or 0) >= 1
+    ctx.err.write(render.plan_text(plan, render.to_yaml, with_yaml=verbose))
     if not plan.changes:
         ctx.note("nothing to do: the live gateways already match")
         _print_filters(ctx, plan)

@@ -123,7 +123,7 @@ def status_notes(report: app.StatusReport) -> list[str]:
     return notes
 
 
-def plan_text(plan: app.Plan, dump: Any) -> str:
+def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
     """Readable diff per gateway and port, then a unified diff of the EnvoyFilter itself."""
     out: list[str] = []
     for gp in plan.gateways:
@@ -145,7 +145,7 @@ def plan_text(plan: app.Plan, dump: Any) -> str:
             out.append(f"  could not read pod {pod}")
         for foreign in gp.foreign:
             out.append(f"  foreign EnvoyFilter {foreign} also sets keepalive options")
-        if gp.writes:
+        if gp.writes and with_yaml:
             before = dump(envoyfilter.comparable(gp.current)) if gp.current else ""
             after = dump(envoyfilter.comparable(gp.wanted)) if gp.wanted else ""
             diff = difflib.unified_diff(
