@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint unit test demo bench bench-fleet cluster-up cluster-down clean
+.PHONY: help venv lint unit test demo dist bench bench-fleet cluster-up cluster-down clean
 
 help:
 	@echo "make demo   the incident replayed on the lab: a long request cut, enable, saved"
 	@echo "make test   install what the tests need, then lint and run every test tier"
 	@echo "make unit   the pure tier only (fast, no real components)"
 	@echo "make bench  run the benchmarks and print their tables"
+	@echo "make dist   the krew archive dist/kubectl-keepalive.tar.gz, plugin.yaml, krew-manifest.yaml"
 	@echo "make cluster-up / cluster-down   the lab Kubernetes cluster (prints its kubeconfig)"
 
 $(STAMP): setup.cfg pyproject.toml requirements/test.txt
@@ -34,9 +35,13 @@ test: venv lint
 	bash scripts/netlab-deps.sh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
 
+dist: venv
+	$(PY) scripts/dist/build.py
+
 bench: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/startup.py
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/parse_dump.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/krew_startup.py
 
 demo: venv
 	bash scripts/netlab-deps.sh
