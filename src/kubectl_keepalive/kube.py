@@ -1,8 +1,11 @@
 """The one module that talks to Kubernetes (and the only one importing `kubernetes`).
 
-Reads go through raw JSON (`_preload_content=False`) because the client's model classes are slow
-and the plugin needs only a few fields. Every write names its content type and field manager.
-`ApiException`s become the project's errors here, with the RBAC verb and resource named.
+It uses the client for what is hard to get right (kubeconfig loading with exec plugins and
+token refresh, TLS set-up, the port-forward and exec websocket protocols) but sends REST
+requests itself over the client's own connection pool: the generated API classes cost more
+than a second to import, and the plugin needs only a dozen fields. Every write names its
+content type and field manager. HTTP failures become the project's errors here, with the RBAC
+verb and resource named.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import urllib.parse
 from typing import Any
 
 from kubectl_keepalive.cluster import FIELD_MANAGER, AdminRead, Condition, RolloutState
@@ -17,42 +21,43 @@ from kubectl_keepalive.errors import ClusterError, ForbiddenError, KeepaliveErro
 from kubectl_keepalive.kubeconfig import ResolvedConfig
 from kubectl_keepalive.model import Deployment, Pod
 
-ISTIO_GROUP = "networking.istio.io"
-ENVOYFILTER_VERSION = "v1alpha3"  # the only version EnvoyFilter is served as
-ENVOYFILTER_PLURAL = "envoyfilters"
+ENVOYFILTERS = "/apis/networking.istio.io/v1alpha3"  # the only version EnvoyFilter is served as
+ENVOYFILTER_RESOURCE = "envoyfilters.networking.istio.io"
 ADMIN_PORT = 15000
 PROXY_CONTAINER = "istio-proxy"
 REQUEST_TIMEOUT = 30.0
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 class KubeCluster:
     """`cluster.Cluster` on a real API server."""
 
     def __init__(self, resolved: ResolvedConfig | None) -> None:
-        from kubernetes import client, config
+        from kubernetes.client import Configuration
+        from kubernetes.client.rest import RESTClientObject
+        from kubernetes.config import ConfigException, kube_config, load_incluster_config
 
-        configuration = client.Configuration()
+        configuration = Configuration()
         try:
             if resolved is None:
-                config.load_incluster_config(client_configuration=configuration)
+                load_incluster_config(client_configuration=configuration)
                 self._where = f"in-cluster API server {configuration.host}"
             else:
-                config.load_kube_config_from_dict(
+                kube_config.load_kube_config_from_dict(
                     resolved.config,
                     context=resolved.context,
                     client_configuration=configuration,
                     persist_config=False,
                 )
                 self._where = f"{configuration.host} (context {resolved.context})"
-        except config.ConfigException as exc:
+        except ConfigException as exc:
             raise ClusterError(f"cannot use the kubeconfig: {exc}") from None
         # One retry at most: an unreachable server should be reported, not waited on.
         configuration.retries = 1
+        configuration.connection_pool_maxsize = 32  # pods are read in parallel
         self._configuration = configuration
-        self._api = client.ApiClient(configuration)
-        self._core = client.CoreV1Api(self._api)
-        self._apps = client.AppsV1Api(self._api)
-        self._custom = client.CustomObjectsApi(self._api)
+        self._rest = RESTClientObject(configuration)
         self._exec_only = False  # set once port-forward was refused, to stop asking
         self._lock = threading.Lock()
         self.requests = 0
@@ -61,170 +66,158 @@ class KubeCluster:
     def describe(self) -> str:
         return self._where
 
-    # -- errors ---------------------------------------------------------------------------
+    # -- transport -------------------------------------------------------------------------
 
-    def _count(self) -> None:
+    def _auth_headers(self) -> dict[str, str]:
+        """The bearer token, when the kubeconfig has one (refreshed by exec plugins)."""
+        headers = {}
+        settings: dict[str, Any] = dict(self._configuration.auth_settings())
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"]).lower()] = str(setting["value"])
+        return headers
+
+    def _url(self, path: str, query: list[tuple[str, str]] | None = None) -> str:
+        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
+        return f"{self._configuration.host}{path}{suffix}"
+
+    def _send(self, method: str, path: str, query: list[tuple[str, str]] | None = None,
+              body: Any = None, content_type: str = "application/json") -> tuple[int, bytes]:
+        import urllib3
+
         with self._lock:
             self.requests += 1
-
-    def _call(self, verb: str, resource: str, namespace: str | None, fn: Any, *a: Any,
-              **kw: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        self._count()
-        kw.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        headers = {"Accept": "application/json", "User-Agent": "kubectl-keepalive",
+                   **self._auth_headers()}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
         try:
-            return fn(*a, **kw)
-        except ApiException as exc:
-            raise self._translate(exc, verb, resource, namespace) from None
-        except (HTTPError, OSError) as exc:
+            response = self._rest.pool_manager.request(
+                method, self._url(path, query), body=data, headers=headers,
+                timeout=urllib3.Timeout(total=REQUEST_TIMEOUT), retries=False)
+        except urllib3.exceptions.HTTPError as exc:
             raise ClusterError(f"cannot reach the API server at {self._where}: {exc}") from None
+        return int(response.status), bytes(response.data)
 
-    def _translate(self, exc: Any, verb: str, resource: str, namespace: str | None) -> Exception:
+    def _call(self, verb: str, resource: str, namespace: str | None, method: str, path: str,
+              query: list[tuple[str, str]] | None = None, body: Any = None,
+              content_type: str = "application/json", allow: tuple[int, ...] = ()) -> Any:
+        status, data = self._send(method, path, query, body, content_type)
+        if status in allow:
+            return None
+        if status >= 400:
+            raise self._error(status, data, verb, resource, namespace)
+        return json.loads(data) if data else {}
+
+    def _error(self, status: int, data: bytes, verb: str, resource: str,
+               namespace: str | None) -> KeepaliveError:
         where = f"in namespace {namespace}" if namespace else "at cluster scope"
-        status = int(getattr(exc, "status", 0) or 0)
+        reason = _message(data) or http.client.responses.get(status, "")
         if status in (401, 403):
             who = "unauthorized (401)" if status == 401 else "forbidden (403)"
             return ForbiddenError(
                 f"{who}: cannot {verb} {resource} {where}: RBAC must allow "
-                f"verb {verb!r} on {resource!r} ({_reason(exc)})"
+                f"verb {verb!r} on {resource!r} ({reason})"
             )
-        if status == 404 and resource.startswith(ENVOYFILTER_PLURAL) and verb == "list":
+        if status == 404 and resource == ENVOYFILTER_RESOURCE and verb == "list":
             return ClusterError(
                 "the EnvoyFilter API (networking.istio.io/v1alpha3) is not served by "
                 f"{self._where}: Istio does not seem to be installed"
             )
-        return ClusterError(f"{verb} {resource} {where} failed: {status} {_reason(exc)}")
+        if status == 409 and verb == "create":
+            return AlreadyExists(namespace or "", resource)
+        return ClusterError(f"{verb} {resource} {where} failed: {status} {reason}")
 
-    def _json(self, response: Any) -> Any:
-        return json.loads(response.data)
+    @staticmethod
+    def _write_query(dry_run: bool) -> list[tuple[str, str]]:
+        query = [("fieldManager", FIELD_MANAGER)]
+        return [*query, ("dryRun", "All")] if dry_run else query
 
-    # -- pods and deployments ------------------------------------------------------------
+    # -- pods, deployments, services, nodes -------------------------------------------------
 
     def list_pods(self, namespace: str | None, selector: str) -> list[Pod]:
-        if namespace:
-            raw = self._call("list", "pods", namespace, self._core.list_namespaced_pod,
-                             namespace, label_selector=selector, _preload_content=False)
-        else:
-            raw = self._call("list", "pods", None, self._core.list_pod_for_all_namespaces,
-                             label_selector=selector, _preload_content=False)
-        return [_pod(item) for item in self._json(raw).get("items", [])]
+        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        found = self._call("list", "pods", namespace, "GET", path, [("labelSelector", selector)])
+        return [_pod(item) for item in found.get("items", [])]
 
     def list_deployments(self, namespace: str | None) -> list[Deployment]:
-        if namespace:
-            raw = self._call("list", "deployments.apps", namespace,
-                             self._apps.list_namespaced_deployment, namespace,
-                             _preload_content=False)
-        else:
-            raw = self._call("list", "deployments.apps", None,
-                             self._apps.list_deployment_for_all_namespaces,
-                             _preload_content=False)
-        return [_deployment(item) for item in self._json(raw).get("items", [])]
+        path = (f"/apis/apps/v1/namespaces/{namespace}/deployments" if namespace
+                else "/apis/apps/v1/deployments")
+        found = self._call("list", "deployments.apps", namespace, "GET", path)
+        return [_deployment(item) for item in found.get("items", [])]
 
     def rollout_state(self, namespace: str, name: str) -> RolloutState:
-        raw = self._call("get", "deployments.apps", namespace,
-                         self._apps.read_namespaced_deployment, name, namespace,
-                         _preload_content=False)
-        return _rollout_state(self._json(raw))
+        found = self._call("get", "deployments.apps", namespace, "GET",
+                           f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        return _rollout_state(found)
 
     def restart_deployment(self, namespace: str, name: str, at: str, dry_run: bool) -> None:
         # What `kubectl rollout restart` sends: a new pod-template annotation, nothing else.
         body = {"spec": {"template": {"metadata": {"annotations": {
             "kubectl.kubernetes.io/restartedAt": at}}}}}
-        self._call("patch", "deployments.apps", namespace,
-                   self._apps.patch_namespaced_deployment, name, namespace, body,
-                   field_manager=FIELD_MANAGER, dry_run="All" if dry_run else None,
-                   _content_type="application/strategic-merge-patch+json")
+        self._call("patch", "deployments.apps", namespace, "PATCH",
+                   f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                   self._write_query(dry_run), body, STRATEGIC_MERGE_PATCH)
 
     def list_services(self, namespace: str | None) -> list[dict[str, Any]]:
-        if namespace:
-            raw = self._call("list", "services", namespace, self._core.list_namespaced_service,
-                             namespace, _preload_content=False)
-        else:
-            raw = self._call("list", "services", None,
-                             self._core.list_service_for_all_namespaces, _preload_content=False)
-        return [i for i in self._json(raw).get("items", []) if isinstance(i, dict)]
+        path = f"/api/v1/namespaces/{namespace}/services" if namespace else "/api/v1/services"
+        found = self._call("list", "services", namespace, "GET", path)
+        return [i for i in found.get("items", []) if isinstance(i, dict)]
 
     def node_provider_ids(self) -> list[str] | None:
         try:
-            raw = self._call("list", "nodes", None, self._core.list_node, _preload_content=False)
+            found = self._call("list", "nodes", None, "GET", "/api/v1/nodes")
         except ForbiddenError:
             return None  # a namespaced user: the cloud is then read from the Service alone
-        items = self._json(raw).get("items", [])
-        return [str((i.get("spec") or {}).get("providerID", "")) for i in items]
+        return [str((i.get("spec") or {}).get("providerID", "")) for i in found.get("items", [])]
 
     # -- EnvoyFilters --------------------------------------------------------------------
 
+    def _filters_path(self, namespace: str | None, name: str = "") -> str:
+        base = (f"{ENVOYFILTERS}/namespaces/{namespace}/envoyfilters" if namespace
+                else f"{ENVOYFILTERS}/envoyfilters")
+        return f"{base}/{name}" if name else base
+
     def list_envoyfilters(self, namespace: str | None) -> list[dict[str, Any]]:
-        if namespace:
-            raw = self._call("list", "envoyfilters.networking.istio.io", namespace,
-                             self._custom.list_namespaced_custom_object, ISTIO_GROUP,
-                             ENVOYFILTER_VERSION, namespace, ENVOYFILTER_PLURAL,
-                             _preload_content=False)
-        else:
-            raw = self._call("list", "envoyfilters.networking.istio.io", None,
-                             self._custom.list_cluster_custom_object, ISTIO_GROUP,
-                             ENVOYFILTER_VERSION, ENVOYFILTER_PLURAL, _preload_content=False)
-        items = self._json(raw).get("items", [])
-        return [item for item in items if isinstance(item, dict)]
+        found = self._call("list", ENVOYFILTER_RESOURCE, namespace, "GET",
+                           self._filters_path(namespace))
+        return [item for item in found.get("items", []) if isinstance(item, dict)]
 
     def get_envoyfilter(self, namespace: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        self._count()
-        try:
-            raw = self._custom.get_namespaced_custom_object(
-                ISTIO_GROUP, ENVOYFILTER_VERSION, namespace, ENVOYFILTER_PLURAL, name,
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise self._translate(exc, "get", "envoyfilters.networking.istio.io",
-                                  namespace) from None
-        result: dict[str, Any] = self._json(raw)
-        return result
+        found: dict[str, Any] | None = self._call(
+            "get", ENVOYFILTER_RESOURCE, namespace, "GET", self._filters_path(namespace, name),
+            allow=(404,))
+        return found
 
     def create_envoyfilter(self, namespace: str, body: dict[str, Any],
                            dry_run: bool) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        self._count()
-        try:
-            raw = self._custom.create_namespaced_custom_object(
-                ISTIO_GROUP, ENVOYFILTER_VERSION, namespace, ENVOYFILTER_PLURAL, body,
-                field_manager=FIELD_MANAGER, dry_run="All" if dry_run else None,
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise AlreadyExists(namespace, body["metadata"]["name"]) from None
-            raise self._translate(exc, "create", "envoyfilters.networking.istio.io",
-                                  namespace) from None
-        result: dict[str, Any] = self._json(raw)
-        return result
+        status, data = self._send("POST", self._filters_path(namespace),
+                                  self._write_query(dry_run), body)
+        if status == 409:
+            raise AlreadyExists(namespace, body["metadata"]["name"])
+        if status >= 400:
+            raise self._error(status, data, "create", ENVOYFILTER_RESOURCE, namespace)
+        created: dict[str, Any] = json.loads(data)
+        return created
 
     def patch_envoyfilter(self, namespace: str, name: str, operations: list[dict[str, Any]],
                           dry_run: bool) -> dict[str, Any]:
-        raw = self._call("patch", "envoyfilters.networking.istio.io", namespace,
-                         self._custom.patch_namespaced_custom_object, ISTIO_GROUP,
-                         ENVOYFILTER_VERSION, namespace, ENVOYFILTER_PLURAL, name, operations,
-                         field_manager=FIELD_MANAGER, dry_run="All" if dry_run else None,
-                         _content_type="application/json-patch+json", _preload_content=False)
-        result: dict[str, Any] = self._json(raw)
-        return result
+        patched: dict[str, Any] = self._call(
+            "patch", ENVOYFILTER_RESOURCE, namespace, "PATCH",
+            self._filters_path(namespace, name), self._write_query(dry_run), operations,
+            JSON_PATCH)
+        return patched
 
     def delete_envoyfilter(self, namespace: str, name: str, resource_version: str,
                            dry_run: bool) -> None:
-        from kubernetes import client
-
         # The precondition makes a concurrent edit fail the delete instead of being lost.
-        options = client.V1DeleteOptions(
-            preconditions=client.V1Preconditions(resource_version=resource_version),
-            dry_run=["All"] if dry_run else None)
-        self._call("delete", "envoyfilters.networking.istio.io", namespace,
-                   self._custom.delete_namespaced_custom_object, ISTIO_GROUP,
-                   ENVOYFILTER_VERSION, namespace, ENVOYFILTER_PLURAL, name, body=options,
-                   _preload_content=False)
+        body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                "preconditions": {"resourceVersion": resource_version}}
+        query = [("dryRun", "All")] if dry_run else []
+        self._call("delete", ENVOYFILTER_RESOURCE, namespace, "DELETE",
+                   self._filters_path(namespace, name), query, body)
 
     # -- Envoy admin -----------------------------------------------------------------------
 
@@ -244,37 +237,34 @@ class KubeCluster:
                         )
         return AdminRead(self._admin_via_exec(pod, path, timeout), "exec")
 
-    def _stream_api(self) -> Any:
-        """A client of its own for each stream: the client's stream helpers swap the ApiClient's
-        transport for the call's duration, which would break calls running in other threads."""
-        from kubernetes import client
-
-        return client.CoreV1Api(client.ApiClient(self._configuration))
+    def _pod_url(self, pod: Pod, sub: str) -> str:
+        return self._url(f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/{sub}")
 
     def _admin_via_port_forward(self, pod: Pod, path: str, timeout: float) -> bytes:
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.stream import portforward
+        from kubernetes.stream import ws_client
 
-        self._count()
-        core = self._stream_api()
+        with self._lock:
+            self.requests += 1
         try:
-            forward = portforward(core.connect_get_namespaced_pod_portforward, pod.name,
-                                  pod.namespace, ports=str(ADMIN_PORT),
-                                  _request_timeout=timeout)
-        except ApiException as exc:
+            forward = ws_client.portforward_call(
+                self._configuration, "GET", self._pod_url(pod, "portforward"),
+                headers=self._auth_headers(), query_params=[("ports", str(ADMIN_PORT))],
+                _request_timeout=timeout)
+        except Exception as exc:  # the client wraps every websocket failure the same way
             if _is_forbidden(exc):
                 raise ForbiddenError(
                     f"forbidden (403): cannot create pods/portforward in namespace "
                     f"{pod.namespace}") from None
             raise ClusterError(
                 f"port-forward to {pod.namespace}/{pod.name}:{ADMIN_PORT} failed: "
-                f"{_reason(exc)}") from None
+                f"{getattr(exc, 'reason', exc)}") from None
         try:
             sock = forward.socket(ADMIN_PORT)
             sock.settimeout(timeout)
             request = (f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: localhost\r\n"
                        "Connection: close\r\n\r\n")
             sock.sendall(request.encode())
+            # Read by Content-Length or chunks: the forwarded stream may never show EOF.
             response = http.client.HTTPResponse(sock)
             try:
                 response.begin()
@@ -293,23 +283,26 @@ class KubeCluster:
             forward.close()
 
     def _admin_via_exec(self, pod: Pod, path: str, timeout: float) -> bytes:
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.stream import stream
+        from kubernetes.stream import ws_client
 
-        self._count()
+        with self._lock:
+            self.requests += 1
         command = ["pilot-agent", "request", "GET", path]
-        core = self._stream_api()
+        query = [("command", part) for part in command]
+        query += [("container", PROXY_CONTAINER), ("stdout", "true"), ("stderr", "true"),
+                  ("stdin", "false"), ("tty", "false")]
         try:
-            ws = stream(core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
-                        container=PROXY_CONTAINER, command=command, stderr=True, stdin=False,
-                        stdout=True, tty=False, _preload_content=False, binary=True)
-        except ApiException as exc:
+            ws = ws_client.websocket_call(
+                self._configuration, "GET", self._pod_url(pod, "exec"),
+                headers=self._auth_headers(), query_params=query, _preload_content=False,
+                binary=True)
+        except Exception as exc:  # the client wraps every websocket failure the same way
             if _is_forbidden(exc):
                 raise ForbiddenError(
                     "forbidden (403): cannot read Envoy admin: RBAC allows neither "
                     f"pods/portforward nor pods/exec in namespace {pod.namespace}") from None
-            raise ClusterError(
-                f"exec in {pod.namespace}/{pod.name} failed: {_reason(exc)}") from None
+            raise ClusterError(f"exec in {pod.namespace}/{pod.name} failed: "
+                               f"{getattr(exc, 'reason', exc)}") from None
         try:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
@@ -338,20 +331,18 @@ class AlreadyExists(KeepaliveError):
 
 
 def _is_forbidden(exc: Any) -> bool:
+    """The websocket handshake's status: the client reports it as `Handshake status 403 ...`."""
     status = int(getattr(exc, "status", 0) or 0)
-    return status in (401, 403) or "403" in str(getattr(exc, "reason", "")).split(" ", 3)[:3]
+    words = str(getattr(exc, "reason", exc)).split()
+    return status in (401, 403) or "403" in words[:4] or "401" in words[:4]
 
 
-def _reason(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if body:
-        try:
-            message = json.loads(body).get("message")
-            if message:
-                return str(message)
-        except (ValueError, AttributeError):
-            pass
-    return str(getattr(exc, "reason", "") or exc)
+def _message(data: bytes) -> str:
+    try:
+        message = json.loads(data).get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return str(message or "")
 
 
 def _pod(item: dict[str, Any]) -> Pod:
