@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.istio_merge import merge_listener_patches  # noqa: E402
-from tests.support.netlab import IncidentLab, keepalive_probes  # noqa: E402
+from tests.support.netlab import IncidentLab, gateway_listener  # noqa: E402
 
 IDLE_TIMEOUT = 5
 DELAY = 12.0
@@ -76,8 +75,7 @@ def main() -> int:
     shell(kubeconfig, "kubectl", "keepalive", "disable", "-y", "-n", NAMESPACE, "-l", SELECTOR,
           show=False)
     with tempfile.TemporaryDirectory() as tmp, \
-            IncidentLab(Path(tmp), IDLE_TIMEOUT, backend_delay_s=DELAY) as lab:
-        lab.start_gateway(lab.gateway_listener())
+            IncidentLab(IDLE_TIMEOUT, backend_delay_s=DELAY, workdir=Path(tmp)) as lab:
 
         step("1. What the gateway has now")
         shell(kubeconfig, "kubectl", "keepalive", "status", "-n", NAMESPACE, "-l", SELECTOR)
@@ -99,27 +97,31 @@ def main() -> int:
         written = json.loads(shell(kubeconfig, "kubectl", "get",
                                    "envoyfilters.networking.istio.io", FILTER, "-n", NAMESPACE,
                                    "-o", "json", show=False))
-        say("The gateway in the packet lab restarts with the listener that this filter gives "
-            "(Istio's MERGE of socket_options, applied by the lab's stand-in for istiod).")
-        lab.start_gateway(merge_listener_patches(lab.gateway_listener(), written))
+        say("The gateway in the packet lab now gets the listener this filter gives (Istio's "
+            "MERGE of socket_options, applied by the lab's stand-in for istiod), as a live "
+            "listener update: new connections get keepalive.")
+        lab.set_listener(merge_listener_patches(gateway_listener(), written))
 
         step("4. Status after the fix")
         shell(kubeconfig, "kubectl", "keepalive", "status", "-n", NAMESPACE, "-l", SELECTOR)
 
         step("5. The same long request")
-        pcap = lab.capture_start()
-        saved = request(lab, "with keepalive")
-        probes = keepalive_probes(lab.capture_stop(pcap))
-        print(f"  the capture on the balancer shows {len(probes)} keepalive probes from the "
-              "gateway, each answered by the client, each refreshing the balancer's flow",
+        with lab.capture() as capture:
+            pending = lab.start_request()
+            time.sleep(3.0)
+            sockets = [s for s in lab.gateway_sockets() if s.keepalive]
+            result = pending.wait()
+        saved = result.ok
+        verdict = (f"200 OK after {result.seconds:.1f}s" if result.ok
+                   else f"FAILED after {result.seconds:.1f}s: {result.error}")
+        print(f"  with keepalive: {BOLD}{verdict}{RESET}", flush=True)
+        to_gateway, through = capture.gateway_probes()
+        print(f"  captured on the balancer: {len(to_gateway)} keepalive probes from the gateway, "
+              f"{len(through)} of them passed on to the client, each refreshing the flow",
               flush=True)
-        say("Evidence on the gateway's sockets (`ss -tno`) during a request:")
-        worker = threading.Thread(target=lambda: lab.request(timeout=4))
-        worker.start()
-        time.sleep(1.5)
-        for timer in lab.keepalive_timers() or ["(no established connection seen)"]:
-            print(f"  {timer}", flush=True)
-        worker.join()
+        for sock in sockets or []:
+            print(f"  ss -tno on the gateway, during the request: {sock.local} -> {sock.peer} "
+                  f"timer:(keepalive,{sock.expires_s}s)", flush=True)
 
         step("6. Clean-up")
         shell(kubeconfig, "kubectl", "keepalive", "disable", "-y", "-n", NAMESPACE, "-l",

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Debian packages the incident lab needs (tests/netns, make demo): nftables for the balancer,
-# tcpdump for the capture, iproute2 for namespaces and ss, curl for Envoy admin in a namespace.
-# Idempotent: installs only what is missing.
+# Debian packages the incident lab needs (tests/netns, make demo): iproute2 for namespaces,
+# veths and ss; nftables for the balancer; conntrack to read its flows; procps for sysctl;
+# tcpdump for the capture; curl for Envoy's admin inside a namespace.
+# Idempotent: asks apt only when something is missing, and then refreshes its lists first.
 set -euo pipefail
-need=()
-command -v nft >/dev/null || need+=(nftables)
-command -v tcpdump >/dev/null || need+=(tcpdump)
-command -v ip >/dev/null || need+=(iproute2)
-command -v ss >/dev/null || need+=(iproute2)
-command -v curl >/dev/null || need+=(curl)
+declare -A need=()
+command -v ip >/dev/null || need[iproute2]=1
+command -v ss >/dev/null || need[iproute2]=1
+command -v nft >/dev/null || need[nftables]=1
+command -v conntrack >/dev/null || need[conntrack]=1
+command -v sysctl >/dev/null || need[procps]=1
+command -v tcpdump >/dev/null || need[tcpdump]=1
+command -v curl >/dev/null || need[curl]=1
 if ((${#need[@]})); then
+  echo "netlab-deps: installing ${!need[*]}" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${!need[@]}" \
+    >/dev/null
 fi
