@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from kubectl_keepalive import discovery, envoy_dump, envoyfilter, rollout, sockopts
+from kubectl_keepalive import discovery, envoy_dump, envoyfilter, rollout, sockets, sockopts
 from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.errors import (
     ClusterError,
@@ -50,6 +50,8 @@ class PodListeners:
     error: str | None = None
     via: str | None = None
     note: str | None = None  # e.g. a pod not running yet: nothing to read, not a failure
+    connections: dict[int, sockets.Connections] | None = field(default=None, hash=False)
+    sockets_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,17 +87,31 @@ def discover(cluster: Cluster, scope: Scope) -> list[Gateway]:
     return discovery.group_gateways(pods, deployments, user_selected=bool(scope.selector))
 
 
-def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope) -> dict[str, PodListeners]:
-    """Every pod's live listeners, in parallel with a bound; a failed pod is reported, not fatal."""
+def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
+              with_sockets: bool = False) -> dict[str, PodListeners]:
+    """Every pod's live listeners, in parallel with a bound; a failed pod is reported, not fatal.
+
+    With `with_sockets`, also the kernel's view: `ss` in the proxy container counts established
+    connections per port and those with keepalive timers (what the options really did).
+    """
 
     def one(pod: Pod) -> PodListeners:
         try:
             read = cluster.read_admin(pod, ADMIN_LISTENERS_PATH, scope.pod_timeout)
-            return PodListeners(pod, tuple(envoy_dump.parse(read.body)), via=read.via)
+            listeners = PodListeners(pod, tuple(envoy_dump.parse(read.body)), via=read.via)
         except KeepaliveError as exc:
             if exc.exit_code == UsageError.exit_code:
                 return PodListeners(pod, error=f"unreadable listener config: {exc}")
             return PodListeners(pod, error=str(exc))
+        if not with_sockets:
+            return listeners
+        try:
+            shown = cluster.exec_proxy(pod, sockets.SS_COMMAND, scope.pod_timeout)
+        except KeepaliveError as exc:
+            return PodListeners(pod, listeners.listeners, via=listeners.via,
+                                sockets_error=str(exc))
+        counted = sockets.count_by_local_port(shown.decode(errors="replace"))
+        return PodListeners(pod, listeners.listeners, via=listeners.via, connections=counted)
 
     pods = [p for p in pods if p.phase == "Running"]
     if not pods:
@@ -105,11 +121,11 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope) -> dict[str, 
     return {f"{r.pod.namespace}/{r.pod.name}": r for r in results if r.pod}
 
 
-def status(cluster: Cluster, scope: Scope) -> StatusReport:
+def status(cluster: Cluster, scope: Scope, with_sockets: bool = False) -> StatusReport:
     gateways = discover(cluster, scope)
     if not gateways:
         return StatusReport(())
-    reads = read_pods(cluster, (p for g in gateways for p in g.pods), scope)
+    reads = read_pods(cluster, (p for g in gateways for p in g.pods), scope, with_sockets)
     filters = _filters_by_namespace(cluster, {g.namespace for g in gateways}, scope)
     out = []
     for gateway in gateways:

@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "json` output instead of a cluster ('-' for stdin)")
     status.add_argument("--timeout", default="10s", metavar="DUR",
                         help="per-pod timeout for reading Envoy admin (default 10s)")
+    status.add_argument("--sockets", action="store_true",
+                        help="also count each pod's established connections per port and those "
+                             "with kernel keepalive timers (runs `ss` in istio-proxy; needs "
+                             "pods/exec; distroless images have no ss)")
 
     diff = sub("diff", "show what enable would change; exit 1 when it would change something")
     _settings_flags(diff)

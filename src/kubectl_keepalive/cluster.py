@@ -76,6 +76,10 @@ class Cluster(Protocol):
 
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead: ...
 
+    def exec_proxy(self, pod: Pod, command: list[str], timeout: float) -> bytes:
+        """stdout of `command` run in the pod's istio-proxy container."""
+        ...
+
     def list_services(self, namespace: str | None) -> list[dict[str, Any]]: ...
 
     def node_provider_ids(self) -> list[str] | None:

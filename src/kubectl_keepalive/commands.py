@@ -126,15 +126,15 @@ def _incluster_namespace() -> str:
 def cmd_status(ctx: Context) -> int:
     args = ctx.args
     if args.from_file:
-        if args.all_namespaces:
-            raise UsageError("--from-file reads one pod's config: it takes no -A")
+        if args.all_namespaces or args.sockets:
+            raise UsageError("--from-file reads one pod's config: it takes no -A or --sockets")
         report = app.status_from_file(_read_input(args.from_file, ctx))
     else:
         timeout = durations.parse_duration(args.timeout, "--timeout")
         cluster, scope = connect(ctx, all_namespaces=args.all_namespaces)
         scope = app.Scope(scope.namespace, scope.selector, scope.root_namespace,
                           scope.parallel, float(max(1, timeout)))
-        report = app.status(cluster, scope)
+        report = app.status(cluster, scope, with_sockets=args.sockets)
         if (_get(args, "verbose") or 0) >= 1:
             ctx.note(f"{getattr(cluster, 'requests', '?')} API requests")
         if not report.gateways:

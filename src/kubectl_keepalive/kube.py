@@ -283,11 +283,14 @@ class KubeCluster:
             forward.close()
 
     def _admin_via_exec(self, pod: Pod, path: str, timeout: float) -> bytes:
+        return self.exec_proxy(pod, ["pilot-agent", "request", "GET", path], timeout)
+
+    def exec_proxy(self, pod: Pod, command: list[str], timeout: float) -> bytes:
+        """Run `command` in the pod's istio-proxy container; its stdout, or a ClusterError."""
         from kubernetes.stream import ws_client
 
         with self._lock:
             self.requests += 1
-        command = ["pilot-agent", "request", "GET", path]
         query = [("command", part) for part in command]
         query += [("container", PROXY_CONTAINER), ("stdout", "true"), ("stderr", "true"),
                   ("stdin", "false"), ("tty", "false")]
@@ -299,15 +302,15 @@ class KubeCluster:
         except Exception as exc:  # the client wraps every websocket failure the same way
             if _is_forbidden(exc):
                 raise ForbiddenError(
-                    "forbidden (403): cannot read Envoy admin: RBAC allows neither "
-                    f"pods/portforward nor pods/exec in namespace {pod.namespace}") from None
+                    f"forbidden (403): cannot create pods/exec in namespace {pod.namespace} "
+                    f"(needed for `{' '.join(command[:2])}` in {PROXY_CONTAINER})") from None
             raise ClusterError(f"exec in {pod.namespace}/{pod.name} failed: "
                                f"{getattr(exc, 'reason', exc)}") from None
         try:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
                 raise ClusterError(
-                    f"exec of pilot-agent in {pod.namespace}/{pod.name} did not finish "
+                    f"exec of {command[0]} in {pod.namespace}/{pod.name} did not finish "
                     f"within {timeout:.0f}s")
             out = ws.read_stdout()
             err = ws.read_stderr()
@@ -318,7 +321,7 @@ class KubeCluster:
         if code not in (0, None):
             text = err.decode(errors="replace") if isinstance(err, bytes) else str(err or "")
             raise ClusterError(
-                f"`pilot-agent request GET {path}` in {pod.namespace}/{pod.name} exited "
+                f"`{' '.join(command)}` in {pod.namespace}/{pod.name} exited "
                 f"{code}: {text.strip()[:200]}")
         return out_bytes
 

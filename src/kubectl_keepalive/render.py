@@ -19,8 +19,9 @@ def status_document(report: app.StatusReport) -> dict[str, Any]:
             pods.append(
                 {
                     "name": pod.pod.name if pod.pod else None,
-                    "listeners": [_listener(lst, gw) for lst in pod.listeners],
+                    "listeners": [_listener(lst, gw, pod) for lst in pod.listeners],
                     "error": pod.error,
+                    "sockets_error": pod.sockets_error,
                     "note": pod.note,
                     "via": pod.via,
                 }
@@ -39,7 +40,16 @@ def status_document(report: app.StatusReport) -> dict[str, Any]:
     return {"gateways": gateways}
 
 
-def _listener(lst: Listener, gw: app.GatewayStatus) -> dict[str, Any]:
+def _connections(lst: Listener, pod: app.PodListeners) -> dict[str, int] | None:
+    """Established connections on the listener's port and how many have keepalive timers."""
+    if pod.connections is None or lst.protocol != "TCP" or lst.state.value != "active":
+        return None
+    seen = pod.connections.get(lst.port or 0)
+    established, keepalive = (seen.established, seen.keepalive) if seen else (0, 0)
+    return {"established": established, "keepalive": keepalive}
+
+
+def _listener(lst: Listener, gw: app.GatewayStatus, pod: app.PodListeners) -> dict[str, Any]:
     keepalive = sockopts.keepalive_of(lst.options)
     wanted = gw.managed_settings.get(lst.port) if lst.port is not None else None
     return {
@@ -57,6 +67,7 @@ def _listener(lst: Listener, gw: app.GatewayStatus) -> dict[str, Any]:
         "duplicate_options": keepalive.duplicated,
         "sync": app.sync_state(lst, wanted),
         "error": lst.error,
+        "connections": _connections(lst, pod),
     }
 
 
@@ -76,6 +87,10 @@ def _keepalive_cell(lst: Listener) -> str:
 def status_table(report: app.StatusReport, wide: bool) -> str:
     header = ["NAMESPACE", "GATEWAY", "POD", "LISTENER", "PORT", "PROTO", "STATE", "KEEPALIVE",
               "SYNC"]
+    with_sockets = any(p.connections is not None or p.sockets_error
+                       for g in report.gateways for p in g.pods)
+    if with_sockets:
+        header.append("CONNS(KA/ALL)")
     if wide:
         header += ["ENVOYFILTER", "DETAIL"]
     rows = [header]
@@ -87,7 +102,7 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
             if pod.error or pod.note:
                 state = "unknown" if pod.error else "-"
                 row = [gw.gateway.namespace or "-", gw.gateway.name or "-", pod_name, "-", "-",
-                       "-", state, "-", "-"]
+                       "-", state, "-", "-"] + (["-"] if with_sockets else [])
                 rows.append(row + ([str(filter_name), pod.error or pod.note or ""] if wide
                                    else []))
                 continue
@@ -99,6 +114,9 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
                 row = [gw.gateway.namespace or "-", gw.gateway.name or "-", pod_name, lst.name,
                        str(lst.port or "-"), lst.protocol, state, _keepalive_cell(lst),
                        app.sync_state(lst, wanted) or "-"]
+                if with_sockets:
+                    seen = _connections(lst, pod)
+                    row.append(f"{seen['keepalive']}/{seen['established']}" if seen else "-")
                 if wide:
                     row += [str(filter_name), lst.error or ""]
                 rows.append(row)
@@ -115,6 +133,9 @@ def status_notes(report: app.StatusReport) -> list[str]:
         for pod in gw.pods:
             if pod.error and pod.pod:
                 notes.append(f"pod {pod.pod.namespace}/{pod.pod.name}: {pod.error}")
+            if pod.sockets_error and pod.pod:
+                notes.append(f"pod {pod.pod.namespace}/{pod.pod.name}: sockets not read: "
+                             f"{pod.sockets_error}")
         for foreign in gw.foreign:
             notes.append(
                 f"gateway {gw.gateway.namespace}/{gw.gateway.name}: EnvoyFilter {foreign} also "

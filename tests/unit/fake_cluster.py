@@ -186,6 +186,20 @@ class FakeCluster:
                 for o in options]
         return {"name": name, "active_state": {"listener": listener}}
 
+    def exec_proxy(self, pod: Pod, command: list[str], timeout: float) -> bytes:
+        """`ss` output: one established connection per gateway port, with keepalive timers
+        only when the fake Envoy's listener has SO_KEEPALIVE (what the kernel would do)."""
+        dump = json.loads(self.read_admin(pod, "", timeout).body)
+        lines = []
+        for entry in dump["configs"][0]["dynamic_listeners"]:
+            listener = entry["active_state"]["listener"]
+            port = listener["address"]["socket_address"]["port_value"]
+            on = any(str(o.get("name")) == "9" and str(o.get("int_value")) == "1"
+                     for o in listener.get("socket_options", []))
+            timer = " timer:(keepalive,59sec,0)" if on else ""
+            lines.append(f"0 0 10.0.0.1:{port} 10.0.0.9:50000{timer}")
+        return "\n".join(lines).encode()
+
     def list_services(self, namespace: str | None) -> list[dict[str, Any]]:
         return [copy.deepcopy(s) for s in self.services
                 if not namespace or s["metadata"]["namespace"] == namespace]
