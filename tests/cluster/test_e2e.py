@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,3 +224,40 @@ def test_unknown_context_is_a_usage_error_and_nothing_is_contacted(lab: Lab) -> 
     done = lab.keepalive("status", "--context", "does-not-exist")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == 'error: context "does-not-exist" does not exist\n'
+
+
+def test_status_sockets_counts_kernel_keepalive_timers(clean: Lab) -> None:
+    import socket
+    import sys
+    import time
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
+    import gateways  # the lab's own description of where each gateway's Envoy listens
+
+    address = next(g.address for g in gateways.SEEDED if g.name == GW)
+    lab = clean
+
+    def on_8080() -> dict[str, int]:
+        document = status(lab, "-n", NS, "-l", "app=istio-ingressgateway", "--sockets")
+        (pod,) = document["gateways"][0]["pods"]
+        (listener,) = [lst for lst in pod["listeners"]
+                       if lst["port"] == 8080 and lst["state"] == "active"]
+        counted: dict[str, int] = listener["connections"]
+        return counted
+
+    before = socket.create_connection((address, 8080), timeout=5)
+    try:
+        time.sleep(0.5)
+        seen = on_8080()
+        assert seen["established"] >= 1 and seen["keepalive"] == 0, seen
+    finally:
+        before.close()
+    assert lab.keepalive("enable", "-y", "-n", NS, "-l", "app=istio-ingressgateway", *FAST
+                         ).returncode == 0
+    after = socket.create_connection((address, 8080), timeout=5)
+    try:
+        time.sleep(0.5)
+        seen = on_8080()
+        assert seen["keepalive"] >= 1, seen
+    finally:
+        after.close()

@@ -216,6 +216,13 @@ def analyze(
                          "the dump: fetch the full /config_dump")
         for route in chain.routes:
             paths.append(_http_path(chain, route, front, balancer, live, profile, port.listener))
+        if not chain.routes:
+            # Nothing forwards upstream (direct responses only), but the balancer and the
+            # connection manager still time the client's connection: judge those.
+            scoped = list(front) + [(t, f"listener {port.listener}") for t in chain.timers]
+            findings = [_judge(t, scope, balancer, live, profile, None) for t, scope in scoped]
+            paths.append(PathReport(f"{chain.name} (no route forwards upstream)", "any", None,
+                                    _order(findings)))
     if not port.chains:
         notes.append(f"listener {port.listener} has no HTTP connection manager or TCP proxy")
     return Report(port.port, port.listener, balancer, live, profile, tuple(paths), tuple(notes),
