@@ -217,3 +217,15 @@ def test_profile_timeline() -> None:
     p = Profile(600, silence=300, upload=30)
     assert (p.quiet, p.silence_start, p.response_start) == (300, 30, 330)
     assert Profile(600).silence_start == 0 and Profile(600).response_start == 600
+
+
+def test_a_listener_whose_routes_only_answer_directly_still_faces_the_balancer() -> None:
+    from dataclasses import replace
+
+    golden = read_golden("istio-gateway")
+    direct_only = replace(golden, chains=tuple(replace(c, routes=()) for c in golden.chains))
+    report = analysis.analyze(direct_only, nlb(), Profile(600), keepalive=NO_KEEPALIVE)
+    (only,) = report.paths
+    assert only.name.endswith("(no route forwards upstream)")
+    assert only.first is not None and only.first.timer.layer == "balancer"
+    assert only.first.fires_at == 350
