@@ -2,7 +2,8 @@
 # shellcheck source-path=SCRIPTDIR
 # Builds the lab cluster's binaries from pinned Go modules (lab/versions.env) into the cache:
 #   ${KEEPALIVE_CACHE:-~/.cache/kubectl-keepalive}/bin/<name>-<version>
-# and takes Istio's CRD file from the istio.io/istio module into the cache.
+# builds istiod (pilot-discovery) and istioctl from the istio.io/istio module and takes Istio's CRD
+# file from the same module into the cache.
 # A part is rebuilt only when its pinned version changes; a warm cache makes this a fast no-op.
 # Usage: lab/build-binaries.sh [--print]   (--print: only print the paths, build nothing)
 set -euo pipefail
@@ -12,7 +13,8 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 if [[ "${1:-}" == "--print" ]]; then
   for f in "${KUBE_APISERVER_BIN}" "${KUBE_CONTROLLER_MANAGER_BIN}" "${KUBE_SCHEDULER_BIN}" \
-    "${ETCD_BIN}" "${KWOK_BIN}" "${KWOKCTL_BIN}" "${ISTIO_CRDS}"; do
+    "${ETCD_BIN}" "${KWOK_BIN}" "${KWOKCTL_BIN}" "${ISTIO_CRDS}" "${GATEWAY_API_CRDS}" \
+    "${PILOT_DISCOVERY_BIN}" "${ISTIOCTL_BIN}"; do
     echo "${f}"
   done
   exit 0
@@ -180,9 +182,56 @@ fetch_istio_crds() {
   mv -f "${ISTIO_CRDS}.tmp" "${ISTIO_CRDS}"
 }
 
+fetch_gateway_api_crds() {
+  if [[ -s "${GATEWAY_API_CRDS}" ]]; then
+    lab_log "gateway API CRDs ${GATEWAY_API_VERSION}: cached"
+    return
+  fi
+  lab_log "gateway API CRDs ${GATEWAY_API_VERSION}: downloading the sigs.k8s.io/gateway-api module"
+  local gdir f
+  gdir="$(module_dir "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}")"
+  mkdir -p "$(dirname "${GATEWAY_API_CRDS}")"
+  # The standard channel's CRDs, one YAML stream (the admission policy file is not a CRD).
+  for f in "${gdir}"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do
+    [[ "${f}" == *_vap_* ]] && continue
+    echo "---"
+    cat "${f}"
+  done >"${GATEWAY_API_CRDS}.tmp"
+  grep -q "kind: CustomResourceDefinition" "${GATEWAY_API_CRDS}.tmp" ||
+    lab_die "no CRDs under config/crd/standard in sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}"
+  mv -f "${GATEWAY_API_CRDS}.tmp" "${GATEWAY_API_CRDS}"
+}
+
+build_istio() {
+  if all_present "${PILOT_DISCOVERY_BIN}" "${ISTIOCTL_BIN}"; then
+    lab_log "istio ${ISTIO_MODULE_VERSION}: cached"
+    return
+  fi
+  lab_log "istio ${ISTIO_MODULE_VERSION}: building pilot-discovery (istiod) and istioctl"
+  local idir out ldflags
+  idir="$(module_dir "istio.io/istio@${ISTIO_MODULE_VERSION}")"
+  # The version stamp Istio's Makefile would give a build of this branch ("<VERSION>-dev"), so
+  # istiod reports a version that proxies and istioctl can compare.
+  ldflags="-s -w -X istio.io/istio/pkg/version.buildVersion=$(tr -d '[:space:]' <"${idir}/VERSION")-dev"
+  ldflags+=" -X istio.io/istio/pkg/version.buildGitRevision=${ISTIO_MODULE_VERSION##*-}"
+  ldflags+=" -X istio.io/istio/pkg/version.buildStatus=Clean"
+  out="$(mktemp -d "${LAB_BUILD}/out.XXXXXX")"
+  (
+    cd "${LAB_BUILD}"
+    GOBIN="${out}" go install "${GO_BUILD_FLAGS[@]}" -ldflags="${ldflags}" \
+      "istio.io/istio/pilot/cmd/pilot-discovery@${ISTIO_MODULE_VERSION}" \
+      "istio.io/istio/istioctl/cmd/istioctl@${ISTIO_MODULE_VERSION}"
+  )
+  mv "${out}/pilot-discovery" "${PILOT_DISCOVERY_BIN}"
+  mv "${out}/istioctl" "${ISTIOCTL_BIN}"
+  rmdir "${out}"
+}
+
 # Sequential on purpose: each Go build already uses every core.
 build_kwok
 build_etcd
 fetch_istio_crds
+fetch_gateway_api_crds
 build_kubernetes
+build_istio
 lab_log "all parts ready under ${LAB_BIN}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# Stops the lab: the stand-in istiod, the pod wiring, every gateway Envoy, then the kwok cluster.
+# Stops the lab: istiod, the pod wiring, every gateway pod Envoy and its network namespace, then the
+# kwok cluster.
 # Safe to run twice; logs stay under ${KEEPALIVE_CACHE}/run.
 set -euo pipefail
 

@@ -4,8 +4,10 @@
 #
 #   kube-apiserver (RBAC on), etcd, kube-controller-manager, kube-scheduler and kwok, all built
 #   from pinned Go modules (build-binaries.sh) and run by `kwokctl --runtime=binary` on 127.0.0.1;
-#   two kwok nodes; Istio's real CRDs; the seeded gateways (labctl.py seed); one real Envoy per
-#   gateway, the pod wiring and the stand-in istiod (labctl.py start).
+#   two kwok nodes; Istio's real CRDs; istiod built from the istio.io/istio module (one per
+#   revision); the seeded gateways with their Istio Gateways and VirtualServices (labctl.py seed);
+#   one real Envoy per gateway pod, each in a network namespace of its own and configured by istiod
+#   over ADS (labctl.py start runs pod_wiring.py, which plays the kubelet). Needs root (ip netns).
 #
 # Safe to run twice: a running cluster is reused (only dead lab processes are restarted); one that
 # does not answer is recreated. Progress goes to stderr.
@@ -20,6 +22,7 @@ KUBECTL="$(lab_kubectl_bin)"
 export KEEPALIVE_KUBECTL="${KUBECTL}"
 ENVOY="$(lab_envoy_bin)"
 export KEEPALIVE_ENVOY="${ENVOY}"
+export KEEPALIVE_PILOT_DISCOVERY="${PILOT_DISCOVERY_BIN}"
 KWOKCTL=("${KWOKCTL_BIN}" --name "${LAB_CLUSTER_NAME}")
 CLUSTER_DIR="${LAB_KWOK_WORKDIR}/clusters/${LAB_CLUSTER_NAME}"
 KUBECONFIG_PATH="${CLUSTER_DIR}/kubeconfig.yaml"
@@ -107,20 +110,24 @@ if ! healthy; then
 fi
 wait_for 120 "the API server" healthy
 
-if ((fresh)) || ! k get crd envoyfilters.networking.istio.io >/dev/null 2>&1; then
+if ((fresh)) || ! k get crd envoyfilters.networking.istio.io httproutes.gateway.networking.k8s.io >/dev/null 2>&1; then
   lab_log "installing Istio CRDs from istio.io/istio@${ISTIO_MODULE_VERSION}"
   k apply --server-side --force-conflicts --field-manager=keepalive-lab -f "${ISTIO_CRDS}" >/dev/null
+  lab_log "installing Gateway API CRDs from sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}"
+  k apply --server-side --force-conflicts --field-manager=keepalive-lab -f "${GATEWAY_API_CRDS}" >/dev/null
 fi
 wait_for 60 "Istio CRDs established" k wait --for=condition=Established --timeout=5s \
   crd/envoyfilters.networking.istio.io crd/gateways.networking.istio.io \
-  crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io
+  crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io \
+  crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io
 wait_for 60 "EnvoyFilter to be served" k get envoyfilters.networking.istio.io -A
 wait_for 60 "kwok PortForward/Exec CRDs" k get portforwards.kwok.x-k8s.io,execs.kwok.x-k8s.io -A
 
 python3 "${LAB_DIR}/labctl.py" start --kubeconfig "${KUBECONFIG_PATH}"
+# Seeding is a server-side apply: on a running cluster it restores what a test may have changed.
+python3 "${LAB_DIR}/labctl.py" seed --kubeconfig "${KUBECONFIG_PATH}"
+python3 "${LAB_DIR}/labctl.py" wait --kubeconfig "${KUBECONFIG_PATH}" --timeout 180
 if ((fresh)); then
-  python3 "${LAB_DIR}/labctl.py" seed --kubeconfig "${KUBECONFIG_PATH}"
-  python3 "${LAB_DIR}/labctl.py" wait --kubeconfig "${KUBECONFIG_PATH}" --timeout 180
   lab_log "cluster ${LAB_CLUSTER_NAME} is ready"
 else
   lab_log "cluster ${LAB_CLUSTER_NAME} was already running"

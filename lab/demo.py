@@ -3,8 +3,10 @@
 
 A 5-minute balancer idle timeout is scaled down to 5 seconds and a 10-minute API call to 12
 seconds, so the story takes about two minutes. The gateway is the lab cluster's
-`istio-ingressgateway` (real API server, real rollout, Envoy admin reached through port-forward);
-the packets go through network namespaces where an nftables balancer forgets idle flows.
+`istio-ingressgateway` pod: its real Envoy runs in the pod's own network namespace and takes its
+listeners from the real istiod (real API server, real rollout, Envoy admin reached through
+port-forward). The packets go through network namespaces where an nftables balancer forgets idle
+flows.
 """
 
 from __future__ import annotations
@@ -21,14 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.istio_merge import merge_listener_patches  # noqa: E402
-from tests.support.netlab import IncidentLab, gateway_listener  # noqa: E402
+import labctl  # noqa: E402  (lab/ is this script's directory)
+from tests.support.netlab import IncidentLab  # noqa: E402
 
 IDLE_TIMEOUT = 5
 DELAY = 12.0
 NAMESPACE = "istio-system"
 SELECTOR = "app=istio-ingressgateway"
-FILTER = "keepalive-istio-ingressgateway"
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -54,6 +55,21 @@ def shell(kubeconfig: str, *argv: str, show: bool = True) -> str:
     return done.stdout
 
 
+def gateway_netns(kubeconfig: str) -> str:
+    """The network namespace of the gateway's one running pod (lab/pod_wiring.py made it)."""
+    pods = json.loads(shell(kubeconfig, "kubectl", "get", "pods", "-n", NAMESPACE, "-l",
+                            SELECTOR, "-o", "json", show=False))["items"]
+    names = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [r for r in labctl.pod_records()
+                 if r["namespace"] == NAMESPACE and r["name"] in names]
+        if len(found) == 1:
+            return str(found[0]["netns"])
+        time.sleep(0.5)
+    raise SystemExit(f"demo: no single lab Envoy for {sorted(names)}")
+
+
 def request(lab: IncidentLab, label: str) -> bool:
     print(f"{DIM}client -> balancer 198.18.100.10:80 -> gateway :8080 -> app (answers after "
           f"{DELAY:.0f}s){RESET}", flush=True)
@@ -75,7 +91,8 @@ def main() -> int:
     shell(kubeconfig, "kubectl", "keepalive", "disable", "-y", "-n", NAMESPACE, "-l", SELECTOR,
           show=False)
     with tempfile.TemporaryDirectory() as tmp, \
-            IncidentLab(IDLE_TIMEOUT, backend_delay_s=DELAY, workdir=Path(tmp)) as lab:
+            IncidentLab(IDLE_TIMEOUT, backend_delay_s=DELAY, workdir=Path(tmp),
+                        gateway_netns=gateway_netns(kubeconfig)) as lab:
 
         step("1. What the gateway has now")
         shell(kubeconfig, "kubectl", "keepalive", "status", "-n", NAMESPACE, "-l", SELECTOR)
@@ -94,13 +111,9 @@ def main() -> int:
         say("The plugin wrote one EnvoyFilter, rolled the gateway Deployment (a new ReplicaSet, "
             "as `kubectl rollout restart` does), waited for the rollout, and read each new pod's "
             "Envoy admin to check the options are live.")
-        written = json.loads(shell(kubeconfig, "kubectl", "get",
-                                   "envoyfilters.networking.istio.io", FILTER, "-n", NAMESPACE,
-                                   "-o", "json", show=False))
-        say("The gateway in the packet lab now gets the listener this filter gives (Istio's "
-            "MERGE of socket_options, applied by the lab's stand-in for istiod), as a live "
-            "listener update: new connections get keepalive.")
-        lab.set_listener(merge_listener_patches(gateway_listener(), written))
+        say("istiod turned the filter into the listener's socket_options and pushed it to the "
+            "new pod's Envoy. The balancer now sends to the new pod.")
+        lab.retarget(gateway_netns(kubeconfig))
 
         step("4. Status after the fix")
         shell(kubeconfig, "kubectl", "keepalive", "status", "-n", NAMESPACE, "-l", SELECTOR)

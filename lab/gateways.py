@@ -1,31 +1,40 @@
-"""The lab's seeded Istio gateways, as they are found in real clusters, and what backs each one.
+"""The lab's seeded Istio gateways, as they are found in real clusters, and what configures them.
 
-Each gateway is a real Deployment (+ Service) in the lab API server whose pods kwok runs, and one
-real Envoy on this machine whose listeners mimic what istiod would give that gateway. Every pod of
-the gateway, including pods made later by a rollout, reaches that Envoy (see pod_wiring.py).
-
-Addresses: every listener binds loopback only. Each gateway gets its own loopback address
-(127.0.10.N) so that two gateways can both bind port 80 or 8080, as two pods would; its Envoy admin
-listens on 127.0.0.1 at a port of its own. This module only describes and renders; it starts
-nothing.
+Each gateway is a real Deployment (+ Service) in the lab API server whose pods kwok runs, a real
+Istio `Gateway` and `VirtualService` that give it listeners, and, per pod, one real Envoy that
+takes its configuration from the real istiod over ADS (pod_wiring.py starts those, one network
+namespace per pod, as a kubelet would). This module only describes and renders; it starts nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 JSON = dict[str, Any]
 
-LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
     ".HttpConnectionManager"
 )
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 PROXY_IMAGE = "istio/proxyv2:1.27.3"
+# What the proxies tell istiod they run (node metadata ISTIO_VERSION): the istiod's own branch.
+PROXY_ISTIO_VERSION = "1.31.0"
+
+# The lab's node network: every gateway pod gets a network namespace of its own with one address
+# out of POD_NETWORK; the host (the "node") answers on NODE_ADDRESS, where istiod serves xDS.
+NODE_ADDRESS = "198.18.64.1"
+POD_NETWORK_FIRST, POD_NETWORK_LAST = "198.18.64.2", "198.18.127.254"
+ROOT_NAMESPACE = "istio-system"
+# One istiod per control-plane revision, each with plaintext xDS on a port of its own.
+XDS_PORTS = {"default": 15010, "canary": 15110}
+# The upstream the lab's routes send /slow to: a server that tests start inside a pod's network
+# namespace (as the incident lab's backend), reached through a ServiceEntry at 127.0.0.1.
+SLOW_BACKEND_HOST = "slow-backend.lab.internal"
+SLOW_BACKEND_PORT = 9000
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,9 @@ class Gateway:
     listener_ports: tuple[int, ...]  # the ports Envoy binds (the Service targetPorts)
     service_ports: tuple[tuple[str, int, int], ...]  # (name, port, targetPort)
     replicas: int
-    index: int  # picks the loopback address and the admin port
     service_type: str = "LoadBalancer"
     deployment_labels: dict[str, str] = field(default_factory=dict)
+    gateway_api_name: str | None = None  # a Gateway API Gateway gives the listeners, not Istio's
 
     @property
     def key(self) -> str:
@@ -48,14 +57,6 @@ class Gateway:
     @property
     def slug(self) -> str:
         return f"{self.namespace}.{self.name}"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.10.{self.index}"
-
-    @property
-    def admin_port(self) -> int:
-        return 15100 + self.index
 
     @property
     def revision(self) -> str:
@@ -85,7 +86,6 @@ SEEDED: tuple[Gateway, ...] = (
         listener_ports=(8080, 8443),
         service_ports=_status_ports(("http2", 80, 8080), ("https", 443, 8443)),
         replicas=1,
-        index=1,
     ),
     # Helm chart istio/gateway, release "istio-ingress" in its own namespace.
     Gateway(
@@ -102,7 +102,6 @@ SEEDED: tuple[Gateway, ...] = (
         listener_ports=(80, 443),
         service_ports=_status_ports(("http2", 80, 80), ("https", 443, 443)),
         replicas=1,
-        index=2,
     ),
     # Gateway API: istiod auto-deploys "<gateway>-istio" for Gateway "web-gateway".
     Gateway(
@@ -119,7 +118,7 @@ SEEDED: tuple[Gateway, ...] = (
         listener_ports=(80,),
         service_ports=_status_ports(("http", 80, 80)),
         replicas=1,
-        index=3,
+        gateway_api_name="web-gateway",
         deployment_labels={
             "gateway.networking.k8s.io/gateway-name": "web-gateway",
             "gateway.istio.io/managed": "istio.io-gateway-controller",
@@ -141,7 +140,6 @@ SEEDED: tuple[Gateway, ...] = (
         listener_ports=(8080, 8443),
         service_ports=_status_ports(("http2", 80, 8080), ("https", 443, 8443)),
         replicas=1,
-        index=4,
     ),
     # A second IstioOperator gateway in the root namespace, with several replicas.
     Gateway(
@@ -160,7 +158,6 @@ SEEDED: tuple[Gateway, ...] = (
         listener_ports=(8080, 8443),
         service_ports=_status_ports(("http2", 80, 8080), ("https", 443, 8443)),
         replicas=3,
-        index=5,
         service_type="ClusterIP",
     ),
 )
@@ -279,179 +276,229 @@ def node_manifests(count: int = 2) -> list[JSON]:
     return nodes
 
 
-# ---------------------------------------------------------------- Envoy configuration
 
 
-def _hcm(stat_prefix: str, body: str) -> JSON:
-    """An HTTP connection manager shaped like istiod's gateway listeners (timers included)."""
+def rev_labels(gw: Gateway) -> dict[str, str]:
+    """istiod processes an object of another revision never; unlabelled ones only as default."""
+    return {} if gw.revision == "default" else {"istio.io/rev": gw.revision}
+
+
+def istio_gateway_manifest(gw: Gateway) -> JSON:
+    """The Istio Gateway that gives this gateway's pods their listeners.
+
+    Server ports are Service ports, as users write them: istiod maps each to the Service's
+    targetPort (80 -> 8080 for the IstioOperator gateways), which is the port the listener binds.
+    443 is TLS passthrough: a listener without certificates (the lab has no pilot-agent for SDS).
+    """
+    servers: list[JSON] = []
+    for name, port, _target in gw.service_ports:
+        if name == "status-port":
+            continue
+        if port == 443:
+            servers.append({"port": {"number": 443, "name": name, "protocol": "TLS"},
+                            "hosts": ["*"], "tls": {"mode": "PASSTHROUGH"}})
+        else:
+            servers.append({"port": {"number": port, "name": name, "protocol": "HTTP"},
+                            "hosts": ["*"]})
     return {
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": HCM_TYPE,
-            "stat_prefix": stat_prefix,
-            "use_remote_address": True,
-            "stream_idle_timeout": "0s",
-            "common_http_protocol_options": {"idle_timeout": "3600s"},
-            "normalize_path": True,
-            "route_config": {
-                "name": stat_prefix,
-                "virtual_hosts": [
-                    {
-                        "name": "lab",
-                        "domains": ["*"],
-                        "routes": [
-                            {
-                                "match": {"prefix": "/"},
-                                "direct_response": {"status": 200, "body": {"inline_string": body}},
-                            }
-                        ],
-                    }
-                ],
-            },
-            "http_filters": [
-                {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
-            ],
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": gw.name, "namespace": gw.namespace, "labels": rev_labels(gw)},
+        "spec": {"selector": dict(gw.selector), "servers": servers},
+    }
+
+
+def virtual_service_manifest(gw: Gateway) -> JSON:
+    """Routes: /slow to the slow backend, everything else answered directly."""
+    backend = {"host": SLOW_BACKEND_HOST, "port": {"number": SLOW_BACKEND_PORT}}
+    spec: JSON = {
+        "hosts": ["*"],
+        "gateways": [gw.name],
+        "http": [
+            {"name": "slow", "match": [{"uri": {"prefix": "/slow"}}],
+             "route": [{"destination": backend}]},  # Istio sets no route timeout by default
+            {"name": "hello", "directResponse": {"status": 200,
+                                                 "body": {"string": f"{gw.key}\n"}}},
+        ],
+    }
+    if any(port == 443 for _n, port, _t in gw.service_ports):
+        spec["tls"] = [{"match": [{"port": 443, "sniHosts": ["*"]}],
+                        "route": [{"destination": backend}]}]
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": gw.name, "namespace": gw.namespace, "labels": rev_labels(gw)},
+        "spec": spec,
+    }
+
+
+def service_entry_manifest(gw: Gateway) -> JSON:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": f"{gw.name}-slow-backend", "namespace": gw.namespace,
+                     "labels": rev_labels(gw)},
+        "spec": {
+            "hosts": [SLOW_BACKEND_HOST],
+            "exportTo": ["."],
+            "location": "MESH_INTERNAL",
+            "resolution": "STATIC",
+            "ports": [{"number": SLOW_BACKEND_PORT, "name": "http", "protocol": "HTTP"}],
+            "endpoints": [{"address": "127.0.0.1"}],
         },
     }
 
 
-def base_listeners(gw: Gateway) -> list[JSON]:
-    """The dynamic listeners istiod would send this gateway before any EnvoyFilter."""
-    out: list[JSON] = []
-    for port in gw.listener_ports:
-        name = f"0.0.0.0_{port}"
-        out.append(
-            {
-                "@type": LISTENER_TYPE,
-                "name": name,
-                "address": {"socket_address": {"address": gw.address, "port_value": port}},
-                "filter_chains": [{"filters": [_hcm(f"outbound_{name}", f"{gw.key} :{port}\n")]}],
-                "continue_on_listener_filters_timeout": True,
-            }
-        )
-    return out
+def gateway_api_manifests(gw: Gateway) -> list[JSON]:
+    """A Gateway API Gateway and HTTPRoute, as a user of the Gateway API style writes them.
+
+    istiod's deployment controller is off in the lab (it would deploy a real image), so the
+    Deployment that it would make is seeded like the others, with the labels it would carry.
+    """
+    assert gw.gateway_api_name
+    backend = {"group": "networking.istio.io", "kind": "Hostname", "name": SLOW_BACKEND_HOST,
+               "port": SLOW_BACKEND_PORT}
+    listeners = [{"name": name, "port": port, "protocol": "HTTP",
+                  "allowedRoutes": {"namespaces": {"from": "Same"}}}
+                 for name, port, _target in gw.service_ports if name != "status-port"]
+    return [
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+         "metadata": {"name": "istio"},
+         "spec": {"controllerName": "istio.io/gateway-controller"}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+         "metadata": {"name": gw.gateway_api_name, "namespace": gw.namespace},
+         "spec": {"gatewayClassName": "istio", "listeners": listeners}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+         "metadata": {"name": gw.gateway_api_name, "namespace": gw.namespace},
+         "spec": {"parentRefs": [{"name": gw.gateway_api_name}],
+                  "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/slow"}}],
+                             "backendRefs": [backend]}]}},
+    ]
 
 
-def lds_version(listeners: list[JSON]) -> str:
-    """The version_info of an LDS file: a digest of its listeners (the stand-in uses the same)."""
-    return hashlib.sha256(json.dumps(listeners, sort_keys=True).encode()).hexdigest()[:12]
+def istio_manifests(gw: Gateway) -> list[JSON]:
+    """The routing objects that give this gateway's pods their listeners."""
+    if gw.gateway_api_name:
+        return [*gateway_api_manifests(gw), service_entry_manifest(gw)]
+    return [istio_gateway_manifest(gw), virtual_service_manifest(gw), service_entry_manifest(gw)]
 
 
-def lds_document(listeners: list[JSON]) -> JSON:
-    return {"version_info": lds_version(listeners), "resources": listeners}
+# ---------------------------------------------------------------- Envoy bootstrap
 
 
-def bootstrap(gw: Gateway, lds_path: str) -> JSON:
-    """A bootstrap with Istio's static health (15021) and Prometheus (15090) listeners."""
-    ip = gw.address
-    node_id = f"router~{ip}~{gw.name}-lab.{gw.namespace}~{gw.namespace}.svc.cluster.local"
+@dataclass(frozen=True)
+class PodIdentity:
+    """What a gateway pod's Envoy tells istiod about itself, as pilot-agent would."""
 
-    def static_listener(port: int, prefix: str, route: JSON) -> JSON:
-        return {
-            "address": {"socket_address": {"address": ip, "port_value": port}},
-            "filter_chains": [
-                {
-                    "filters": [
-                        {
-                            "name": "envoy.filters.network.http_connection_manager",
-                            "typed_config": {
-                                "@type": HCM_TYPE,
-                                "stat_prefix": f"static_{port}",
-                                "route_config": {
-                                    "virtual_hosts": [
-                                        {
-                                            "name": "backend",
-                                            "domains": ["*"],
-                                            "routes": [{"match": {"prefix": prefix}, **route}],
-                                        }
-                                    ]
-                                },
-                                "http_filters": [
-                                    {
-                                        "name": "envoy.filters.http.router",
-                                        "typed_config": {"@type": ROUTER_TYPE},
-                                    }
-                                ],
-                            },
-                        }
-                    ]
-                }
-            ],
-        }
+    namespace: str
+    name: str  # the pod's
+    uid: str
+    labels: dict[str, str]
+    instance_ip: str  # the pod IP in the API server: istiod finds the pod's Services by it
+    address: str  # the address of the pod's own network namespace on this machine
+    deployment: str
+    service_account: str
+    revision: str
 
+
+def _static_http_listener(port: int, prefix: str, route: JSON) -> JSON:
     return {
-        "node": {"id": node_id, "cluster": f"{gw.name}.{gw.namespace}"},
-        "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": gw.admin_port}}
+        "name": f"0.0.0.0_{port}_static",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": HCM_TYPE,
+                "stat_prefix": f"static_{port}",
+                "route_config": {"virtual_hosts": [{
+                    "name": "backend", "domains": ["*"],
+                    "routes": [{"match": {"prefix": prefix}, **route}],
+                }]},
+                "http_filters": [{"name": "envoy.filters.http.router",
+                                  "typed_config": {"@type": ROUTER_TYPE}}],
+            },
+        }]}],
+    }
+
+
+def _static_cluster(name: str, address: str, port: int, http2: bool = False) -> JSON:
+    cluster: JSON = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": address, "port_value": port}}}}]}]},
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def ads_bootstrap(pod: PodIdentity, admin_port: int = 15000) -> JSON:
+    """An Envoy bootstrap like pilot-agent's for a router: LDS and CDS over ADS from istiod.
+
+    The node id and metadata are the ones istiod reads to find the pod (namespace, name, labels,
+    instance IPs, cluster id); the static 15021 and 15090 listeners are those of Istio's bootstrap.
+    The admin binds the pod's own address, where kwok's port-forward reaches it.
+    """
+    ns = pod.namespace
+    node_id = f"router~{pod.instance_ip}~{pod.name}.{ns}~{ns}.svc.cluster.local"
+    metadata = {
+        "NAMESPACE": ns,
+        "NAME": pod.name,
+        "POD_NAME": pod.name,
+        "WORKLOAD_NAME": pod.deployment,
+        "OWNER": f"kubernetes://apis/apps/v1/namespaces/{ns}/deployments/{pod.deployment}",
+        "SERVICE_ACCOUNT": pod.service_account,
+        "CLUSTER_ID": "Kubernetes",
+        "MESH_ID": "cluster.local",
+        "ISTIO_VERSION": PROXY_ISTIO_VERSION,
+        "INSTANCE_IPS": pod.instance_ip,
+        "LABELS": dict(pod.labels),
+        "REVISION": pod.revision,
+    }
+    return {
+        "node": {"id": node_id, "cluster": f"{pod.deployment}.{ns}", "metadata": metadata},
+        "admin": {"address": {"socket_address": {"address": pod.address,
+                                                 "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+            },
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {
             "listeners": [
-                static_listener(
-                    15090,
-                    "/stats/prometheus",
-                    {"route": {"cluster": "prometheus_stats"}},
-                ),
-                static_listener(
-                    15021,
-                    "/healthz/ready",
-                    {"direct_response": {"status": 200}},
-                ),
+                _static_http_listener(15090, "/stats/prometheus",
+                                      {"route": {"cluster": "prometheus_stats"}}),
+                _static_http_listener(15021, "/healthz/ready",
+                                      {"direct_response": {"status": 200}}),
             ],
             "clusters": [
-                {
-                    "name": "prometheus_stats",
-                    "type": "STATIC",
-                    "connect_timeout": "0.250s",
-                    "load_assignment": {
-                        "cluster_name": "prometheus_stats",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": gw.admin_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
+                _static_cluster("prometheus_stats", pod.address, admin_port),
+                _static_cluster("xds-grpc", NODE_ADDRESS, XDS_PORTS[pod.revision], http2=True),
             ],
-        },
-        "dynamic_resources": {
-            "lds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {"path": lds_path},
-            }
         },
     }
 
 
-def registry_entry(gw: Gateway, run_dir: str) -> JSON:
+def registry_entry(gw: Gateway) -> JSON:
     """What the lab's helper processes need to know about one gateway (run/gateways.json)."""
-    base = f"{run_dir}/envoy/{gw.slug}"
     return {
         "key": gw.key,
         "namespace": gw.namespace,
         "name": gw.name,
         "selector": gw.selector,
-        "pod_labels": gw.pod_labels,
         "revision": gw.revision,
-        "address": gw.address,
-        "admin": f"127.0.0.1:{gw.admin_port}",
         "listener_ports": list(gw.listener_ports),
-        "dir": base,
-        "bootstrap": f"{base}/bootstrap.json",
-        "lds": f"{base}/lds.json",
-        "lds_base": f"{base}/lds-base.json",
-        "pid_file": f"{base}/envoy.pid",
-        "log": f"{base}/envoy.log",
     }
 
 

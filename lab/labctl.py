@@ -2,14 +2,16 @@
 """Seeds the lab cluster's gateways and runs the processes behind them.
 
 Subcommands (all idempotent):
-  seed   --kubeconfig K   apply kwok nodes, namespaces, the gateway Deployments and Services
-  start  --kubeconfig K   write each gateway's Envoy config, start its Envoy, the pod wiring and
-                          the stand-in translator (processes already running are left alone)
-  wait   --kubeconfig K   wait until every seeded gateway is available and each pod is wired
-  stop                    stop every process that start started
+  seed   --kubeconfig K   apply kwok nodes, namespaces, the gateway Deployments and Services, and
+                          the Istio Gateway, VirtualService and ServiceEntry of each gateway
+  start  --kubeconfig K   start istiod (one per revision) and pod_wiring.py, which runs one Envoy
+                          per gateway pod (processes already running are left alone)
+  wait   --kubeconfig K   wait until every seeded gateway is available, each pod is wired and its
+                          Envoy has the listeners istiod gives it
+  stop                    stop every process that start started, remove the pod namespaces
   status                  print what runs (one line per process)
 
-State lives in ``$KEEPALIVE_CACHE/run`` (pid files, logs, Envoy configs, gateways.json).
+State lives in ``$KEEPALIVE_CACHE/run`` (pid files, logs, istiod configs, pods/, gateways.json).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
     return pid if marker in _cmdline(pid) else None
 
 
-def start_process(name: str, argv: list[str], pid_file: Path, log_file: Path, marker: str) -> None:
+def start_process(name: str, argv: list[str], pid_file: Path, log_file: Path, marker: str,
+                  env: dict[str, str] | None = None) -> None:
     if running_pid(pid_file, marker):
         log(f"{name}: already running")
         return
@@ -88,6 +91,7 @@ def start_process(name: str, argv: list[str], pid_file: Path, log_file: Path, ma
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=str(LAB_DIR),
+            env={**os.environ, **(env or {})},
         )
     pid_file.write_text(f"{proc.pid}\n")
     log(f"{name}: started (pid {proc.pid}, log {log_file})")
@@ -108,34 +112,105 @@ def stop_process(name: str, pid_file: Path, marker: str) -> None:
     log(f"{name}: stopped (pid {pid})")
 
 
-def daemons(kubeconfig: str) -> list[tuple[str, list[str], str]]:
+def pilot_discovery_bin() -> str:
+    found = os.environ.get("KEEPALIVE_PILOT_DISCOVERY")
+    if not found:
+        sys.exit("lab: error: KEEPALIVE_PILOT_DISCOVERY is not set (run lab/cluster-up.sh)")
+    return found
+
+
+# Everything istiod would add that upstream Envoy lacks (Istio's own filters: ALPN override,
+# metadata exchange, stats) or that needs parts the lab does not run (a CA, the injection and
+# validation webhooks, status writers) is switched off; FACTS.md lists why each one matters.
+ISTIOD_ENV = {
+    "POD_NAMESPACE": gws.ROOT_NAMESPACE,
+    "PILOT_ENABLE_ALPN_FILTER": "false",
+    "PILOT_ENABLE_METADATA_EXCHANGE": "false",
+    "ENABLE_CA_SERVER": "false",
+    "PILOT_CERT_PROVIDER": "none",
+    "INJECT_ENABLED": "false",
+    "VALIDATION_WEBHOOK_CONFIG_NAME": "",
+    # Gateway API on (the web gateway is a real Gateway API Gateway), but the lab seeds the
+    # Deployment itself: istiod's deployment controller would want a real image pull.
+    "PILOT_ENABLE_GATEWAY_API": "true",
+    "PILOT_ENABLE_GATEWAY_API_STATUS": "false",
+    "PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER": "false",
+    "PILOT_ENABLE_STATUS": "false",
+    "PILOT_TRACE_SAMPLING": "0",
+    "ISTIOD_CUSTOM_HOST": "127.0.0.1",
+    # Plaintext xDS carries no identity; istioctl's proxy-status asks over it too.
+    "XDS_AUTH": "false",
+}
+
+
+def mesh_config(revision: str) -> str:
+    """MeshConfig for the lab: no telemetry, no tracing, no auto mTLS (no pilot-agent for SDS)."""
+    return "\n".join([
+        "enableTracing: false",
+        'accessLogFile: ""',
+        f"rootNamespace: {gws.ROOT_NAMESPACE}",
+        "trustDomain: cluster.local",
+        "enableAutoMtls: false",
+        "defaultProviders: {}",
+        "defaultConfig:",
+        f"  discoveryAddress: {gws.NODE_ADDRESS}:{gws.XDS_PORTS[revision]}",
+        "",
+    ])
+
+
+def istiod_ports(revision: str) -> dict[str, int]:
+    offset = sorted(gws.XDS_PORTS).index(revision) * 100
+    return {"http": 18080 + offset, "monitoring": 15014 + offset, "ctrlz": 9876 + offset}
+
+
+def daemons(kubeconfig: str) -> list[tuple[str, list[str], str, dict[str, str]]]:
+    """(name, argv, marker in its command line, extra environment) of each lab process."""
     py = sys.executable
-    rd = str(run_dir())
-    return [
-        (
-            "pod-wiring",
-            [py, str(LAB_DIR / "pod_wiring.py"), "--kubeconfig", kubeconfig, "--run-dir", rd],
-            "pod_wiring.py",
-        ),
-        (
-            "standin-istiod",
-            [py, str(LAB_DIR / "standin_istiod.py"), "--kubeconfig", kubeconfig, "--run-dir", rd],
-            "standin_istiod.py",
-        ),
-    ]
-
-
-# ---------------------------------------------------------------- Envoys
-
-
-def write_registry() -> list[JSON]:
     rd = run_dir()
-    entries = [gws.registry_entry(gw, str(rd)) for gw in gws.SEEDED]
-    tmp = rd / "gateways.json.tmp"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps({"gateways": entries}, indent=1) + "\n")
-    tmp.replace(rd / "gateways.json")
-    return entries
+    out: list[tuple[str, list[str], str, dict[str, str]]] = []
+    for revision in sorted(gws.XDS_PORTS):
+        mesh = rd / f"istiod-{revision}" / "mesh.yaml"
+        ports = istiod_ports(revision)
+        argv = [
+            os.environ.get("KEEPALIVE_PILOT_DISCOVERY", "pilot-discovery"), "discovery",
+            "--kubeconfig", kubeconfig,
+            "--meshConfig", str(mesh),
+            "--networksConfig", str(mesh.with_name("mesh-networks.yaml")),
+            "--domain", "cluster.local",
+            "--clusterID", "Kubernetes",
+            "--registries", "Kubernetes",
+            "--grpcAddr", f"{gws.NODE_ADDRESS}:{gws.XDS_PORTS[revision]}",
+            "--secureGRPCAddr", "",
+            "--httpAddr", f"127.0.0.1:{ports['http']}",
+            "--httpsAddr", "",
+            "--monitoringAddr", f"127.0.0.1:{ports['monitoring']}",
+            "--ctrlz_address", "127.0.0.1",
+            "--ctrlz_port", str(ports["ctrlz"]),
+        ]
+        env = {**ISTIOD_ENV, "REVISION": revision, "POD_NAME": f"istiod-{revision}-lab"}
+        out.append((f"istiod-{revision}", argv, str(mesh), env))
+    out.append((
+        "pod-wiring",
+        [py, str(LAB_DIR / "pod_wiring.py"), "--kubeconfig", kubeconfig, "--run-dir", str(rd),
+         "--envoy", os.environ.get("KEEPALIVE_ENVOY", "envoy")],
+        "pod_wiring.py",
+        {},
+    ))
+    return out
+
+
+def write_istiod_configs() -> None:
+    for revision in gws.XDS_PORTS:
+        d = run_dir() / f"istiod-{revision}"
+        d.mkdir(parents=True, exist_ok=True)
+        write_atomic(d / "mesh.yaml", mesh_config(revision))
+
+
+def write_registry() -> None:
+    rd = run_dir()
+    rd.mkdir(parents=True, exist_ok=True)
+    entries = [gws.registry_entry(gw) for gw in gws.SEEDED]
+    write_atomic(rd / "gateways.json", json.dumps({"gateways": entries}, indent=1) + "\n")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -144,82 +219,57 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def envoy_ready(admin: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
+def start_all(kubeconfig: str) -> None:
+    pilot_discovery_bin()
+    envoy_bin()
+    sys.path.insert(0, str(LAB_DIR))
+    import pod_wiring
 
-
-def start_envoys() -> None:
-    drain = os.environ.get("KEEPALIVE_LAB_DRAIN_S", "5")
-    envoy = envoy_bin()
-    by_key = {gw.key: gw for gw in gws.SEEDED}
-    for entry in write_registry():
-        gw = by_key[entry["key"]]
-        d = Path(entry["dir"])
-        d.mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(entry["bootstrap"]), gws.dumps(gws.bootstrap(gw, entry["lds"])))
-        base = gws.dumps(gws.lds_document(gws.base_listeners(gw)))
-        write_atomic(Path(entry["lds_base"]), base)
-        pid_file = Path(entry["pid_file"])
-        marker = entry["bootstrap"]
-        if running_pid(pid_file, marker):
-            log(f"envoy {gw.key}: already running")
-            continue
-        # The stand-in keeps lds.json current while it runs; a first start begins from the base.
-        if not Path(entry["lds"]).exists():
-            write_atomic(Path(entry["lds"]), base)
-        argv = [
-            envoy,
-            "-c",
-            entry["bootstrap"],
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--drain-time-s",
-            drain,
-            "--log-level",
-            "warn",
-        ]
-        start_process(f"envoy {gw.key}", argv, pid_file, Path(entry["log"]), marker)
-    for entry in json.loads((run_dir() / "gateways.json").read_text())["gateways"]:
-        if not envoy_ready(entry["admin"], 20):
-            sys.exit(f"lab: error: envoy {entry['key']} not ready; see {entry['log']}")
+    pod_wiring.ensure_node_address()  # before istiod, which listens on it
+    write_registry()
+    write_istiod_configs()
+    rd = run_dir()
+    for name, argv, marker, env in daemons(os.path.abspath(kubeconfig)):
+        start_process(name, argv, rd / f"{name}.pid", rd / f"{name}.log", marker, env)
 
 
 def stop_all() -> None:
     rd = run_dir()
-    for name, _argv, marker in daemons(""):
+    for name, _argv, marker, _env in daemons(""):
         stop_process(name, rd / f"{name}.pid", marker)
-    reg = rd / "gateways.json"
-    if reg.exists():
-        for entry in json.loads(reg.read_text())["gateways"]:
-            stop_process(f"envoy {entry['key']}", Path(entry["pid_file"]), entry["bootstrap"])
-            # Filters die with the cluster: the next start begins from the base listeners.
-            Path(entry["lds"]).unlink(missing_ok=True)
+    # What pod-wiring started outlives it on purpose (a kubelet restart keeps containers).
+    sys.path.insert(0, str(LAB_DIR))
+    import pod_wiring
+
+    pod_wiring.teardown(rd)
+
+
+def pod_records() -> list[JSON]:
+    return [json.loads(p.read_text()) for p in sorted((run_dir() / "pods").glob("*/pod.json"))]
 
 
 def status() -> int:
     rd = run_dir()
     down = 0
-    for name, _argv, marker in daemons(""):
+    for name, _argv, marker, _env in daemons(""):
         pid = running_pid(rd / f"{name}.pid", marker)
         down += pid is None
         print(f"{name}\t{pid or 'stopped'}")
-    reg = rd / "gateways.json"
-    if reg.exists():
-        for entry in json.loads(reg.read_text())["gateways"]:
-            pid = running_pid(Path(entry["pid_file"]), entry["bootstrap"])
-            down += pid is None
-            print(f"envoy {entry['key']}\t{pid or 'stopped'}\tadmin {entry['admin']}")
+    for rec in pod_records():
+        alive = rec["bootstrap"] in _cmdline(int(rec["pid"]))
+        down += not alive
+        print(f"envoy {rec['namespace']}/{rec['name']}\t{rec['pid'] if alive else 'stopped'}"
+              f"\tadmin {rec['admin']}\tnetns {rec['netns']}")
     return 1 if down else 0
+
+
+def dynamic_listener_names(admin: str) -> set[str]:
+    try:
+        with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as resp:
+            doc = json.loads(resp.read())
+    except (OSError, ValueError):
+        return set()
+    return {str(item.get("name", "")) for item in doc.get("listener_statuses", [])}
 
 
 # ---------------------------------------------------------------- cluster objects
@@ -240,7 +290,7 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> str:
 def seed(kubeconfig: str) -> None:
     items: list[JSON] = [*gws.node_manifests(), *gws.namespace_manifests()]
     for gw in gws.SEEDED:
-        items += [gws.deployment_manifest(gw), gws.service_manifest(gw)]
+        items += [gws.deployment_manifest(gw), gws.service_manifest(gw), *gws.istio_manifests(gw)]
     doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
     out = kubectl(
         kubeconfig,
@@ -283,10 +333,24 @@ def wait(kubeconfig: str, timeout: float) -> None:
             and (p["metadata"]["namespace"], p["metadata"]["name"]) not in wired
         ]
         if not missing:
-            return
+            break
         if time.monotonic() > deadline:
             sys.exit(f"lab: error: pods not wired to an Envoy: {', '.join(missing)}")
         time.sleep(0.2)
+    # Each pod's Envoy must have the listeners istiod gives its gateway.
+    ports = {gw.key: gw.listener_ports for gw in gws.SEEDED}
+    while True:
+        waiting = []
+        for rec in pod_records():
+            want = {f"0.0.0.0_{p}" for p in ports.get(rec["gateway"], ())}
+            if not want <= dynamic_listener_names(rec["admin"]):
+                waiting.append(f"{rec['namespace']}/{rec['name']}")
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            sys.exit("lab: error: no listeners from istiod yet on " + ", ".join(waiting)
+                     + f" (see {run_dir()}/istiod-*.log and pods/*/envoy.log)")
+        time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,10 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "seed":
         seed(args.kubeconfig)
     elif args.cmd == "start":
-        start_envoys()
-        for name, dargv, marker in daemons(os.path.abspath(args.kubeconfig)):
-            rd = run_dir()
-            start_process(name, dargv, rd / f"{name}.pid", rd / f"{name}.log", marker)
+        start_all(args.kubeconfig)
     elif args.cmd == "wait":
         wait(args.kubeconfig, args.timeout)
     elif args.cmd == "stop":

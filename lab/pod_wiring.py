@@ -1,86 +1,154 @@
 #!/usr/bin/env python3
-"""Wires every gateway pod that kwok runs to the real Envoy behind its gateway.
+"""Plays the kubelet for the lab's gateway pods: one real Envoy per pod, wired to kwok.
 
-kwok serves `kubectl port-forward` and `kubectl exec` for its fake pods from PortForward and Exec
-objects (kwok.x-k8s.io/v1alpha1) named after the pod. This process watches pods, finds the lab
-gateway whose selector matches a pod's labels (same namespace, as a Deployment would), and creates
-both objects for it, owned by the pod so the garbage collector removes them with the pod. Pods
-made later by a rollout are wired the same way, so the mapping follows labels, never pod names.
+kwok runs the pods only on paper. For every pod that a seeded gateway's selector matches (same
+namespace, as a Deployment would), this process does what a kubelet and CNI would:
 
-  port-forward 15000        -> that gateway's Envoy admin (127.0.0.1:<admin port>)
-  port-forward 15021, 15090, listener ports -> the gateway's loopback address
-  exec -c istio-proxy CMD   -> CMD on this machine with LAB_ENVOY_ADMIN and LAB_GATEWAY_ADDRESS
-                               set; lab/shims provides `pilot-agent` and `ss` for such commands
+- makes the pod a network namespace of its own (``kalab-<uid>``) with one address from the lab's
+  pod network, routed from the host (the "node", which answers on ``NODE_ADDRESS``);
+- starts the pod's ``istio-proxy`` there: the real Envoy with an ADS bootstrap in the pod's
+  identity (gateways.ads_bootstrap), so that the real istiod of the pod's revision configures it;
+- writes kwok's PortForward and Exec objects named after the pod (owned by it, so the garbage
+  collector removes them with the pod):
+
+    port-forward 15000, 15021, 15090 and the listener ports -> the pod's address
+    exec -c istio-proxy CMD -> CMD on this machine with LAB_ENVOY_ADMIN and LAB_POD_NETNS set;
+                               lab/shims provides `pilot-agent` and `ss` for such commands
+
+When a pod goes away (a rollout, a scale-down), its Envoy is stopped and its namespace removed;
+its replacement gets a fresh Envoy with the new pod's identity. Pods wired by an earlier run of
+this process are adopted while their Envoy still runs. State: ``RUN_DIR/pods/<uid>/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gateways as gws
 import labkube
 
 JSON = dict[str, Any]
 GROUP = "/apis/kwok.x-k8s.io/v1alpha1"
+NETNS_PREFIX = "kalab-"
 
 
 def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} pod-wiring: {msg}", file=sys.stderr, flush=True)
 
 
-class Registry:
-    """run/gateways.json, re-read whenever it changes."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._mtime = -1.0
-        self.gateways: list[JSON] = []
-
-    def refresh(self) -> None:
-        try:
-            mtime = self._path.stat().st_mtime
-        except OSError:
-            return
-        if mtime != self._mtime:
-            self.gateways = json.loads(self._path.read_text())["gateways"]
-            self._mtime = mtime
-
-    def for_pod(self, pod: JSON) -> JSON | None:
-        meta = pod["metadata"]
-        labels = meta.get("labels") or {}
-        for gw in self.gateways:
-            if gw["namespace"] != meta.get("namespace"):
-                continue
-            if all(labels.get(k) == v for k, v in gw["selector"].items()):
-                return gw
-        return None
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+    return done
 
 
-def wiring_objects(pod: JSON, gw: JSON) -> tuple[JSON, JSON]:
+@dataclass
+class PodRecord:
+    """One wired pod, as saved in pods/<uid>/pod.json."""
+
+    namespace: str
+    name: str
+    uid: str
+    gateway: str
+    address: str
+    netns: str
+    veth: str
+    bootstrap: str
+    log: str
+    pid: int = 0
+
+    @property
+    def admin(self) -> str:
+        return f"{self.address}:15000"
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({**asdict(self), "admin": self.admin}, indent=1) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> PodRecord:
+        data = json.loads(path.read_text())
+        data.pop("admin", None)
+        return cls(**data)
+
+
+def process_alive(pid: int, marker: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def stop_process(pid: int, marker: str, grace_s: float = 5.0) -> None:
+    if not process_alive(pid, marker):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and process_alive(pid, marker):
+        time.sleep(0.05)
+    if process_alive(pid, marker):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def ensure_node_address() -> None:
+    """The host's side of the pod network: NODE_ADDRESS, held on loopback (a /32 of its own;
+    the kernel delivers it locally from every pod's veth, as a node does its own address)."""
+    ip("addr", "replace", f"{gws.NODE_ADDRESS}/32", "dev", "lo")
+
+
+def remove_node_address() -> None:
+    ip("addr", "del", f"{gws.NODE_ADDRESS}/32", "dev", "lo", check=False)
+
+
+def make_pod_network(netns: str, veth: str, address: str) -> None:
+    """A namespace with loopback and eth0 (address/32), routed point to point via the node."""
+    ip("netns", "del", netns, check=False)
+    ip("link", "del", veth, check=False)
+    ip("netns", "add", netns)
+    ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    ip("link", "set", veth, "up")
+    ip("route", "replace", f"{address}/32", "dev", veth, "src", gws.NODE_ADDRESS)
+    ip("-n", netns, "link", "set", "lo", "up")
+    ip("-n", netns, "addr", "add", f"{address}/32", "dev", "eth0")
+    ip("-n", netns, "link", "set", "eth0", "up")
+    ip("-n", netns, "route", "add", gws.NODE_ADDRESS, "dev", "eth0", "scope", "link")
+    ip("-n", netns, "route", "add", "default", "via", gws.NODE_ADDRESS, "dev", "eth0")
+
+
+def remove_pod_network(netns: str, veth: str) -> None:
+    ip("netns", "del", netns, check=False)  # takes eth0 and so its veth peer with it
+    ip("link", "del", veth, check=False)
+
+
+def wiring_objects(pod: JSON, record: PodRecord, listener_ports: list[int]) -> tuple[JSON, JSON]:
     meta = pod["metadata"]
-    owner = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "name": meta["name"],
-        "uid": meta["uid"],
-    }
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
     obj_meta = {
         "name": meta["name"],
         "namespace": meta["namespace"],
         "ownerReferences": [owner],
-        "labels": {"keepalive-lab/gateway": gw["name"]},
+        "labels": {"keepalive-lab/gateway": record.gateway.split("/", 1)[1]},
     }
-    admin_host, admin_port = gw["admin"].rsplit(":", 1)
-    forwards: list[JSON] = [
-        {"ports": [15000], "target": {"address": admin_host, "port": int(admin_port)}}
-    ]
-    for port in [15021, 15090, *gw["listener_ports"]]:
-        forwards.append({"ports": [port], "target": {"address": gw["address"], "port": port}})
+    forwards = [{"ports": [port], "target": {"address": record.address, "port": port}}
+                for port in [15000, 15021, 15090, *listener_ports]]
     port_forward = {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "PortForward",
@@ -88,8 +156,8 @@ def wiring_objects(pod: JSON, gw: JSON) -> tuple[JSON, JSON]:
         "spec": {"forwards": forwards},
     }
     envs = [
-        {"name": "LAB_ENVOY_ADMIN", "value": gw["admin"]},
-        {"name": "LAB_GATEWAY_ADDRESS", "value": gw["address"]},
+        {"name": "LAB_ENVOY_ADMIN", "value": record.admin},
+        {"name": "LAB_POD_NETNS", "value": record.netns},
         {"name": "LAB_POD_NAME", "value": meta["name"]},
         {"name": "LAB_POD_NAMESPACE", "value": meta["namespace"]},
     ]
@@ -102,48 +170,184 @@ def wiring_objects(pod: JSON, gw: JSON) -> tuple[JSON, JSON]:
     return port_forward, exec_obj
 
 
-class Wiring:
-    def __init__(self, client: labkube.Client, registry: Registry) -> None:
+def gateway_for(pod: JSON, gateways: list[JSON]) -> JSON | None:
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    for gw in gateways:
+        if gw["namespace"] == meta.get("namespace") and all(
+            labels.get(k) == v for k, v in gw["selector"].items()
+        ):
+            return gw
+    return None
+
+
+class Kubelet:
+    """Keeps one Envoy (in its own network namespace) per running gateway pod."""
+
+    def __init__(self, client: labkube.Client, run_dir: Path, envoy: str) -> None:
         self._client = client
-        self._registry = registry
-        self._done: set[str] = set()  # pod uids already wired
+        self._run_dir = run_dir
+        self._pods_dir = run_dir / "pods"
+        self._pods_dir.mkdir(parents=True, exist_ok=True)
+        self._envoy = envoy
+        self._drain = os.environ.get("KEEPALIVE_LAB_DRAIN_S", "5")
+        self._lock = threading.Lock()
+        self.records: dict[str, PodRecord] = {}
+        for path in sorted(self._pods_dir.glob("*/pod.json")):
+            try:
+                record = PodRecord.load(path)
+            except (OSError, ValueError, TypeError) as err:
+                log(f"ignoring {path}: {err}")
+                continue
+            self.records[record.uid] = record
+
+    def _gateways(self) -> list[JSON]:
+        try:
+            return list(json.loads((self._run_dir / "gateways.json").read_text())["gateways"])
+        except (OSError, ValueError, KeyError):
+            return []
+
+    def _free_address(self) -> str:
+        used = {r.address for r in self.records.values()}
+        first = ipaddress.IPv4Address(gws.POD_NETWORK_FIRST)
+        last = ipaddress.IPv4Address(gws.POD_NETWORK_LAST)
+        candidate = first
+        while candidate <= last:
+            if str(candidate) not in used and not str(candidate).endswith((".0", ".255")):
+                return str(candidate)
+            candidate += 1
+        raise RuntimeError("the lab's pod network is full")
 
     def sync(self, pods: dict[str, JSON]) -> None:
-        self._registry.refresh()
-        live = set()
-        for pod in pods.values():
-            meta = pod["metadata"]
-            uid = meta.get("uid", "")
-            live.add(uid)
-            if uid in self._done or meta.get("deletionTimestamp"):
-                continue
-            gw = self._registry.for_pod(pod)
-            if gw is None:
-                continue
-            ns = meta["namespace"]
-            for obj, plural in zip(wiring_objects(pod, gw), ("portforwards", "execs"), strict=True):
-                try:
-                    self._client.create(f"{GROUP}/namespaces/{ns}/{plural}", obj)
-                except labkube.ApiError as err:
-                    if err.status != 409:
-                        log(f"create {plural} {ns}/{meta['name']}: {err}")
-                        break
-            else:
-                self._done.add(uid)
-                log(f"wired {ns}/{meta['name']} -> {gw['key']} (admin {gw['admin']})")
-        self._done &= live
+        with self._lock:
+            gateways = self._gateways()
+            wanted: dict[str, tuple[JSON, JSON]] = {}
+            for pod in pods.values():
+                meta = pod["metadata"]
+                if meta.get("deletionTimestamp") or not (pod.get("status") or {}).get("podIP"):
+                    continue
+                gw = gateway_for(pod, gateways)
+                if gw is not None:
+                    wanted[meta["uid"]] = (pod, gw)
+            for uid in [u for u in self.records if u not in wanted]:
+                self._stop(self.records.pop(uid))
+            for uid, (pod, gw) in wanted.items():
+                record = self.records.get(uid)
+                if record is None or not process_alive(record.pid, record.bootstrap):
+                    try:
+                        self.records[uid] = self._start(pod, gw, record)
+                    except (RuntimeError, OSError, labkube.ApiError) as err:
+                        meta = pod["metadata"]
+                        log(f"start {meta['namespace']}/{meta['name']}: {err}")
+
+    def check(self) -> None:
+        """Restarts an Envoy that died, as a kubelet restarts a crashed container."""
+        with self._lock:
+            dead = [r for r in self.records.values() if not process_alive(r.pid, r.bootstrap)]
+            for record in dead:
+                log(f"{record.namespace}/{record.name}: Envoy exited; restarting it")
+                self._run_envoy(record)
+
+    def _start(self, pod: JSON, gw: JSON, old: PodRecord | None) -> PodRecord:
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        pod_dir = self._pods_dir / uid
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        record = old or PodRecord(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=uid,
+            gateway=gw["namespace"] + "/" + gw["name"],
+            address=self._free_address(),
+            netns=NETNS_PREFIX + uid[:8],
+            veth="kl" + uid[:8],
+            bootstrap=str(pod_dir / "bootstrap.json"),
+            log=str(pod_dir / "envoy.log"),
+        )
+        make_pod_network(record.netns, record.veth, record.address)
+        identity = gws.PodIdentity(
+            namespace=record.namespace,
+            name=record.name,
+            uid=uid,
+            labels=dict(meta.get("labels") or {}),
+            instance_ip=pod["status"]["podIP"],
+            address=record.address,
+            deployment=gw["name"],  # seeded gateways: Deployment name = gateway name
+            service_account=(pod.get("spec") or {}).get("serviceAccountName") or "default",
+            revision=gw["revision"],
+        )
+        Path(record.bootstrap).write_text(gws.dumps(gws.ads_bootstrap(identity)))
+        self._run_envoy(record)
+        self.records[uid] = record
+        for obj, plural in zip(wiring_objects(pod, record, gw["listener_ports"]),
+                               ("portforwards", "execs"), strict=True):
+            path = f"{GROUP}/namespaces/{record.namespace}/{plural}"
+            try:
+                self._client.create(path, obj)
+            except labkube.ApiError as err:
+                if err.status != 409:
+                    raise
+                # A stale object of an earlier run: replace it so it names this pod's address.
+                self._client.delete(f"{path}/{record.name}")
+                self._client.create(path, obj)
+        log(f"started {record.namespace}/{record.name} ({gw['namespace']}/{gw['name']}) "
+            f"at {record.address} in {record.netns}, pid {record.pid}")
+        return record
+
+    def _run_envoy(self, record: PodRecord) -> None:
+        argv = ["ip", "netns", "exec", record.netns, self._envoy, "-c", record.bootstrap,
+                "--disable-hot-restart", "--concurrency", "1", "--drain-time-s", self._drain,
+                "--drain-strategy", "immediate", "--log-level", "warn"]
+        with open(record.log, "ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        record.pid = proc.pid
+        record.save(Path(record.bootstrap).with_name("pod.json"))
+
+    def _stop(self, record: PodRecord) -> None:
+        stop_process(record.pid, record.bootstrap)
+        remove_pod_network(record.netns, record.veth)
+        shutil.rmtree(Path(record.bootstrap).parent, ignore_errors=True)
+        log(f"stopped {record.namespace}/{record.name} ({record.address})")
+
+
+def teardown(run_dir: Path) -> None:
+    """Stops every pod Envoy and removes every pod namespace and the node address."""
+    for path in sorted((run_dir / "pods").glob("*/pod.json")):
+        try:
+            record = PodRecord.load(path)
+        except (OSError, ValueError, TypeError):
+            continue
+        stop_process(record.pid, record.bootstrap, grace_s=2.0)
+        remove_pod_network(record.netns, record.veth)
+        shutil.rmtree(path.parent, ignore_errors=True)
+    listed = ip("netns", "list", check=False).stdout.split("\n")
+    for line in listed:
+        name = line.split(" ", 1)[0]
+        if name.startswith(NETNS_PREFIX):
+            ip("netns", "del", name, check=False)
+    remove_node_address()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="wire kwok gateway pods to lab Envoys")
+    parser = argparse.ArgumentParser(description="run one Envoy per lab gateway pod")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--envoy", required=True)
     args = parser.parse_args()
     kubectl = os.environ.get("KEEPALIVE_KUBECTL", "kubectl")
     client = labkube.Client(labkube.load_endpoint(args.kubeconfig, kubectl))
-    wiring = Wiring(client, Registry(Path(args.run_dir) / "gateways.json"))
+    ensure_node_address()
+    kubelet = Kubelet(client, Path(args.run_dir), args.envoy)
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(1.0)
+            kubelet.check()
+
+    threading.Thread(target=watchdog, daemon=True).start()
     log("watching pods")
-    labkube.informer(client, "/api/v1/pods", wiring.sync, log)
+    labkube.informer(client, "/api/v1/pods", kubelet.sync, log)
     return 0
 
 

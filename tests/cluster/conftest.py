@@ -52,6 +52,13 @@ class Lab:
     def apply(self, document: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", stdin=json.dumps(document))
 
+    def pod_address(self, namespace: str, pod: str) -> str:
+        """The address of the pod's own network namespace, where its Envoy listens."""
+        for record in lab_pod_records():
+            if (record["namespace"], record["name"]) == (namespace, pod):
+                return str(record["address"])
+        raise AssertionError(f"no lab Envoy runs for pod {namespace}/{pod}")
+
     def reset(self) -> None:
         """Undo what a test may have left: our filters, test filters, paused or broken rollouts."""
         for selector in (MANAGED, TEST_LABEL):
@@ -67,6 +74,12 @@ class Lab:
                              "--type=merge", "-p", json.dumps(patch))
                 self.kubectl("rollout", "status", f"deployment/{meta['name']}", "-n",
                              meta["namespace"], "--timeout=120s")
+
+
+def lab_pod_records() -> list[dict[str, Any]]:
+    """What lab/pod_wiring.py records for each gateway pod it runs an Envoy for."""
+    cache = Path(os.environ.get("KEEPALIVE_CACHE") or Path.home() / ".cache" / "kubectl-keepalive")
+    return [json.loads(p.read_text()) for p in sorted((cache / "run" / "pods").glob("*/pod.json"))]
 
 
 @pytest.fixture(scope="session")

