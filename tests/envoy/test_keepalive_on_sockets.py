@@ -18,7 +18,7 @@ import yaml
 
 from kubectl_keepalive.cli import main
 from tests.support.envoy import Envoy, require_envoy
-from tests.support.istio_merge import merge_listener_patches
+from tests.support.standin_istio_merge import merge_listener_patches
 
 pytestmark = pytest.mark.envoy
 

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from kubectl_keepalive.cli import main
-from tests.support.istio_merge import merge_listener_patches
 from tests.support.netlab import (
     CLIENT_IP,
     GATEWAY_IP,
@@ -37,6 +36,7 @@ from tests.support.netlab import (
     remove_stale_labs,
     resets,
 )
+from tests.support.standin_istio_merge import merge_listener_patches
 
 pytestmark = pytest.mark.netns
 

@@ -1,7 +1,9 @@
-"""What an EnvoyFilter's LISTENER MERGE does to a listener, for the tests that have no istiod.
+"""STAND-IN for istiod's LISTENER MERGE, for the tiers that run Envoy without a cluster.
 
-A test helper, not Istio: it appends each patch's `socket_options` to the listener, which is
-what Istio's MERGE does to a repeated field. The istio tier checks the real translation.
+Not Istio: it appends each patch's `socket_options` to the listener, which is what Istio's MERGE
+does to a repeated field. The envoy and netns tiers use it to feed a plugin-rendered filter to a
+file-configured Envoy; the cluster tier (tests/cluster/test_istiod.py, test_incident.py) checks
+the real translation by the real istiod, with no stand-in in the path.
 """
 
 from __future__ import annotations
