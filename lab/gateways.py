@@ -49,6 +49,9 @@ class Gateway:
     service_type: str = "LoadBalancer"
     deployment_labels: dict[str, str] = field(default_factory=dict)
     gateway_api_name: str | None = None  # a Gateway API Gateway gives the listeners, not Istio's
+    # A TLS Secret (credentialName) to terminate 443 with, which also gives an HTTP/3 listener;
+    # without one, 443 is TLS passthrough.
+    tls_credential: str | None = None
 
     @property
     def key(self) -> str:
@@ -102,6 +105,7 @@ SEEDED: tuple[Gateway, ...] = (
         listener_ports=(80, 443),
         service_ports=_status_ports(("http2", 80, 80), ("https", 443, 443)),
         replicas=1,
+        tls_credential="istio-ingress-cert",
     ),
     # Gateway API: istiod auto-deploys "<gateway>-istio" for Gateway "web-gateway".
     Gateway(
@@ -177,6 +181,8 @@ def deployment_manifest(gw: Gateway) -> JSON:
         {"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"},
     ]
     ports += [{"containerPort": p, "protocol": "TCP"} for p in gw.listener_ports]
+    if gw.tls_credential:
+        ports.append({"containerPort": 443, "protocol": "UDP"})
     labels = {**gw.selector, **gw.deployment_labels}
     return {
         "apiVersion": "apps/v1",
@@ -240,7 +246,12 @@ def service_manifest(gw: Gateway) -> JSON:
             "ports": [
                 {"name": n, "port": p, "targetPort": t, "protocol": "TCP"}
                 for (n, p, t) in gw.service_ports
-            ],
+            ] + (
+                # HTTP/3 as Istio documents it: the same port over UDP on the Service, which is
+                # what makes istiod add the QUIC listener.
+                [{"name": "http3", "port": 443, "targetPort": 443, "protocol": "UDP"}]
+                if gw.tls_credential else []
+            ),
         },
     }
 
@@ -288,13 +299,18 @@ def istio_gateway_manifest(gw: Gateway) -> JSON:
 
     Server ports are Service ports, as users write them: istiod maps each to the Service's
     targetPort (80 -> 8080 for the IstioOperator gateways), which is the port the listener binds.
-    443 is TLS passthrough: a listener without certificates (the lab has no pilot-agent for SDS).
+    443 terminates TLS with the gateway's credential where it has one (istiod serves the Secret
+    over ADS, and adds an HTTP/3 listener on UDP); elsewhere it is TLS passthrough.
     """
     servers: list[JSON] = []
     for name, port, _target in gw.service_ports:
         if name == "status-port":
             continue
-        if port == 443:
+        if port == 443 and gw.tls_credential:
+            servers.append({"port": {"number": 443, "name": name, "protocol": "HTTPS"},
+                            "hosts": ["*"],
+                            "tls": {"mode": "SIMPLE", "credentialName": gw.tls_credential}})
+        elif port == 443:
             servers.append({"port": {"number": 443, "name": name, "protocol": "TLS"},
                             "hosts": ["*"], "tls": {"mode": "PASSTHROUGH"}})
         else:
@@ -321,7 +337,7 @@ def virtual_service_manifest(gw: Gateway) -> JSON:
                                                  "body": {"string": f"{gw.key}\n"}}},
         ],
     }
-    if any(port == 443 for _n, port, _t in gw.service_ports):
+    if any(port == 443 for _n, port, _t in gw.service_ports) and not gw.tls_credential:
         spec["tls"] = [{"match": [{"port": 443, "sniHosts": ["*"]}],
                         "route": [{"destination": backend}]}]
     return {
@@ -376,6 +392,36 @@ def gateway_api_manifests(gw: Gateway) -> list[JSON]:
     ]
 
 
+def credential_manifests(gw: Gateway, cert_pem: str, key_pem: str) -> list[JSON]:
+    """The TLS Secret, and the Role the istio/gateway chart gives a gateway to read Secrets.
+
+    istiod serves a credential to a proxy only if the proxy's service account may read Secrets
+    in that namespace (a SubjectAccessReview).
+    """
+    if not gw.tls_credential:
+        return []
+    import base64
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    name = f"{gw.name}-sds"
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+         "metadata": {"name": gw.tls_credential, "namespace": gw.namespace},
+         "data": {"tls.crt": b64(cert_pem), "tls.key": b64(key_pem)}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": name, "namespace": gw.namespace},
+         "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                    "verbs": ["get", "watch", "list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": name, "namespace": gw.namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": "default",
+                       "namespace": gw.namespace}]},
+    ]
+
+
 def istio_manifests(gw: Gateway) -> list[JSON]:
     """The routing objects that give this gateway's pods their listeners."""
     if gw.gateway_api_name:
@@ -399,6 +445,7 @@ class PodIdentity:
     deployment: str
     service_account: str
     revision: str
+    token: str  # its service account token (audience istio-ca), sent to istiod as pilot-agent does
 
 
 def _static_http_listener(port: int, prefix: str, route: JSON) -> JSON:
@@ -470,7 +517,11 @@ def ads_bootstrap(pod: PodIdentity, admin_port: int = 15000) -> JSON:
             "ads_config": {
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+                "grpc_services": [{
+                    "envoy_grpc": {"cluster_name": "xds-grpc"},
+                    "initial_metadata": [{"key": "authorization",
+                                          "value": f"Bearer {pod.token}"}],
+                }],
             },
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
             "cds_config": {"ads": {}, "resource_api_version": "V3"},

@@ -138,8 +138,13 @@ ISTIOD_ENV = {
     "PILOT_ENABLE_STATUS": "false",
     "PILOT_TRACE_SAMPLING": "0",
     "ISTIOD_CUSTOM_HOST": "127.0.0.1",
-    # Plaintext xDS carries no identity; istioctl's proxy-status asks over it too.
-    "XDS_AUTH": "false",
+    # Plaintext xDS, but authenticated: each Envoy sends its pod's service account token (as
+    # pilot-agent does on 15012), so istiod knows who it is and serves it its gateway's TLS
+    # secret (credentialName) over ADS; an unauthenticated proxy gets no secret.
+    "XDS_AUTH": "true",
+    "XDS_AUTH_PLAINTEXT": "true",
+    # HTTP/3: a UDP (QUIC) listener beside each TLS-terminating gateway server.
+    "PILOT_ENABLE_QUIC_LISTENERS": "true",
 }
 
 
@@ -287,10 +292,27 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> str:
     return res.stdout
 
 
+def gateway_certificate() -> tuple[str, str]:
+    """A self-signed certificate for the TLS gateways (made once, kept in run/)."""
+    d = run_dir() / "tls"
+    cert, key = d / "tls.crt", d / "tls.key"
+    if not (cert.exists() and key.exists()):
+        d.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+             "-subj", "/CN=*.lab.internal", "-keyout", str(key), "-out", str(cert)],
+            capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"lab: error: openssl: {done.stderr.strip()}")
+    return cert.read_text(), key.read_text()
+
+
 def seed(kubeconfig: str) -> None:
     items: list[JSON] = [*gws.node_manifests(), *gws.namespace_manifests()]
+    cert, key = gateway_certificate()
     for gw in gws.SEEDED:
-        items += [gws.deployment_manifest(gw), gws.service_manifest(gw), *gws.istio_manifests(gw)]
+        items += [gws.deployment_manifest(gw), gws.service_manifest(gw), *gws.istio_manifests(gw),
+                  *gws.credential_manifests(gw, cert, key)]
     doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
     out = kubectl(
         kubeconfig,

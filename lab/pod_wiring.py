@@ -265,6 +265,7 @@ class Kubelet:
             log=str(pod_dir / "envoy.log"),
         )
         make_pod_network(record.netns, record.veth, record.address)
+        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         identity = gws.PodIdentity(
             namespace=record.namespace,
             name=record.name,
@@ -273,8 +274,9 @@ class Kubelet:
             instance_ip=pod["status"]["podIP"],
             address=record.address,
             deployment=gw["name"],  # seeded gateways: Deployment name = gateway name
-            service_account=(pod.get("spec") or {}).get("serviceAccountName") or "default",
+            service_account=account,
             revision=gw["revision"],
+            token=self._token(pod, account),
         )
         Path(record.bootstrap).write_text(gws.dumps(gws.ads_bootstrap(identity)))
         self._run_envoy(record)
@@ -293,6 +295,23 @@ class Kubelet:
         log(f"started {record.namespace}/{record.name} ({gw['namespace']}/{gw['name']}) "
             f"at {record.address} in {record.netns}, pid {record.pid}")
         return record
+
+    def _token(self, pod: JSON, account: str) -> str:
+        """A token of the pod's service account for istiod (audience istio-ca), bound to the pod
+        as the kubelet's projected token is."""
+        meta = pod["metadata"]
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": ["istio-ca"],
+                "expirationSeconds": 86400,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
+                                   "uid": meta["uid"]},
+            },
+        }
+        path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+        return str(self._client.create(path, request)["status"]["token"])
 
     def _run_envoy(self, record: PodRecord) -> None:
         argv = ["ip", "netns", "exec", record.netns, self._envoy, "-c", record.bootstrap,

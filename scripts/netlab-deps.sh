@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the incident lab needs (tests/netns, make demo): iproute2 for namespaces,
 # veths and ss; nftables for the balancer; conntrack to read its flows; procps for sysctl;
-# tcpdump for the capture; curl for Envoy's admin inside a namespace.
+# tcpdump for the capture; curl for Envoy's admin inside a namespace; openssl for the lab
+# cluster's self-signed gateway certificate.
 # Idempotent: asks apt only when something is missing, and then refreshes its lists first.
 set -euo pipefail
 declare -A need=()
@@ -12,6 +13,7 @@ command -v conntrack >/dev/null || need[conntrack]=1
 command -v sysctl >/dev/null || need[procps]=1
 command -v tcpdump >/dev/null || need[tcpdump]=1
 command -v curl >/dev/null || need[curl]=1
+command -v openssl >/dev/null || need[openssl]=1
 if ((${#need[@]})); then
   echo "netlab-deps: installing ${!need[*]}" >&2
   apt-get update -qq

@@ -97,17 +97,46 @@ def test_istiod_puts_the_options_on_exactly_the_gateways_tcp_listeners(clean: La
     envoys = envoys_of(lab, namespace, selector)
     assert envoys
     for pod, listeners in envoys.items():
-        assert set(listeners) == {f"0.0.0.0_{p}" for p in ports}, pod
+        tcp = {f"0.0.0.0_{p}" for p in ports}
+        # The Helm gateway terminates TLS on 443, so istiod adds an HTTP/3 (UDP) listener.
+        udp = {"udp_0.0.0.0_443"} if style == "helm-80-443" else set()
+        assert set(listeners) == tcp | udp, pod
         for name, entry in listeners.items():
             assert "error_state" not in entry, (pod, name, entry["error_state"])
             assert entry["active_state"]["version_info"], "a listener istiod did not send"
-            assert options_of(entry) == WANTED, (pod, name)
+            assert options_of(entry) == (WANTED if name in tcp else []), (pod, name)
     # No other pod in the lab got anything: the selector and namespace held.
     spread = with_options(every_envoy())
     assert set(spread) == {f"{namespace}/{pod}" for pod in envoys}, spread
     done = lab.keepalive("disable", "-y", "-n", namespace, "-l", selector)
     assert done.returncode == 0, done.stderr
     assert with_options(every_envoy()) == {}
+
+
+def test_the_http3_listener_is_left_alone_and_envoy_accepts_the_update(clean: Lab) -> None:
+    lab = clean
+    namespace, _deployment, selector, _ports = STYLES["helm-80-443"]
+    done = lab.keepalive("enable", "-y", "-n", namespace, "-l", selector, *FAST)
+    assert done.returncode == 0, done.stderr
+    (envoy_filter,) = lab.get_json("envoyfilters.networking.istio.io", "-n", namespace)["items"]
+    matches = [p["match"]["listener"] for p in envoy_filter["spec"]["configPatches"]]
+    # 443 is shared with the UDP listener: the patch names the TCP listener, not only the port.
+    assert {"portNumber": 443, "name": "0.0.0.0_443"} in matches, matches
+    (pod,) = running_pods(lab, namespace, selector)
+    address = lab.pod_address(namespace, pod)
+    listeners = dynamic_listeners(address)
+    quic = listeners["udp_0.0.0.0_443"]
+    assert "error_state" not in quic
+    socket_address = quic["active_state"]["listener"]["address"]["socket_address"]
+    assert socket_address["protocol"] == "UDP" and options_of(quic) == []
+    assert options_of(listeners["0.0.0.0_443"]) == WANTED
+    with urllib.request.urlopen(f"http://{address}:15000/stats?filter=lds.update_rejected",
+                                timeout=10) as reply:
+        assert reply.read().decode().strip() == "listener_manager.lds.update_rejected: 0"
+    shown = lab.keepalive("status", "-n", namespace, "-l", selector, "-o", "json")
+    (gateway,) = json.loads(shown.stdout)["gateways"]
+    (udp,) = [lst for p in gateway["pods"] for lst in p["listeners"] if lst["protocol"] == "UDP"]
+    assert udp["state"] == "active" and not udp["keepalive"]["enabled"]
 
 
 def test_a_root_namespace_filter_without_selector_spreads_and_the_plugins_does_not(
