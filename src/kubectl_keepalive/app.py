@@ -28,6 +28,9 @@ ADMIN_LISTENERS_PATH = "config_dump?resource=dynamic_listeners"
 BOOTSTRAP_PORTS = frozenset({15000, 15021, 15090})  # admin, health, prometheus: never patched
 DEFAULT_SETTINGS = KeepaliveSettings(idle=60, interval=10, probes=3)
 DEFAULT_ROOT_NAMESPACE = "istio-system"
+# How long enable/disable wait for a gateway whose pods are all still starting (a rollout in
+# progress: the new pod runs, its proxy does not answer yet) before planning without them.
+PLAN_SETTLE_S = 20.0
 
 Report = Callable[[str], None]
 
@@ -269,10 +272,29 @@ class Plan:
         return any(g.changes for g in self.gateways)
 
 
+def _starting(gw: GatewayStatus) -> bool:
+    """Every pod of the gateway is unreadable or not ready yet: a proxy still starting."""
+    return bool(gw.pods) and all(
+        p.error or (p.pod is not None and not p.pod.ready) for p in gw.pods)
+
+
+def status_for_plan(cluster: Cluster, scope: Scope,
+                    clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> StatusReport:
+    """Status, read again while a gateway has pods but all are still starting (bounded)."""
+    deadline = clock() + PLAN_SETTLE_S
+    while True:
+        report = status(cluster, scope)
+        if not any(_starting(g) for g in report.gateways) or clock() >= deadline:
+            return report
+        sleep(1.0)
+
+
 def plan_enable(
-    cluster: Cluster, scope: Scope, settings: KeepaliveSettings, ports: list[int] | None
+    cluster: Cluster, scope: Scope, settings: KeepaliveSettings, ports: list[int] | None,
+    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
 ) -> Plan:
-    report = status(cluster, scope)
+    report = status_for_plan(cluster, scope, clock, sleep)
     _require_gateways(report, scope)
     plans = []
     for gw in report.gateways:
@@ -294,8 +316,10 @@ def plan_enable(
     return Plan(tuple(plans), settings, report.notices)
 
 
-def plan_disable(cluster: Cluster, scope: Scope) -> Plan:
-    report = status(cluster, scope)
+def plan_disable(cluster: Cluster, scope: Scope,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> Plan:
+    report = status_for_plan(cluster, scope, clock, sleep)
     _require_gateways(report, scope)
     plans = []
     for gw in report.gateways:

@@ -1,0 +1,60 @@
+"""enable/disable planning waits, bounded, for a gateway whose new pods are still starting."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubectl_keepalive import app
+from kubectl_keepalive.app import DEFAULT_SETTINGS, Scope
+from kubectl_keepalive.cluster import AdminRead
+from kubectl_keepalive.errors import ClusterError, KeepaliveError
+from kubectl_keepalive.model import Pod
+from tests.unit.fake_cluster import FakeCluster, FakeGateway
+
+SCOPE = Scope("istio-system")
+
+
+class StartingProxies(FakeCluster):
+    """A fake whose proxies refuse the first `refusals` admin reads (still starting)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(FakeGateway("istio-system", "istio-ingressgateway",
+                                     {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+                                     [8080, 8443]))
+        self.refusals = refusals
+
+    def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise ClusterError("connection refused")
+        return super().read_admin(pod, path, timeout)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_proxy_that_answers_after_a_few_seconds_is_planned_for() -> None:
+    clock = FakeClock()
+    plan = app.plan_enable(StartingProxies(refusals=3), SCOPE, DEFAULT_SETTINGS, None,
+                           clock, clock.sleep)
+    (gateway_plan,) = plan.gateways
+    assert sorted(c.port for c in gateway_plan.ports) == [8080, 8443]
+    assert clock.slept == [1.0, 1.0, 1.0]
+
+
+def test_a_proxy_that_never_answers_fails_after_the_bound() -> None:
+    clock = FakeClock()
+    with pytest.raises(KeepaliveError, match="no pod's listeners could be read"):
+        app.plan_enable(StartingProxies(refusals=10**6), SCOPE, DEFAULT_SETTINGS, None,
+                        clock, clock.sleep)
+    assert clock.now == pytest.approx(app.PLAN_SETTLE_S, abs=1.0)
