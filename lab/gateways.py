@@ -20,8 +20,9 @@ HCM_TYPE = (
     ".HttpConnectionManager"
 )
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-PROXY_IMAGE = "istio/proxyv2:1.27.3"
-# What the proxies tell istiod they run (node metadata ISTIO_VERSION): the istiod's own branch.
+# What the pods say they run: the proxy of the lab istiod's branch (kwok pulls nothing), and
+# the version the proxies tell istiod in their node metadata (ISTIO_VERSION).
+PROXY_IMAGE = "istio/proxyv2:1.31-dev"
 PROXY_ISTIO_VERSION = "1.31.0"
 
 # The lab's node network: every gateway pod gets a network namespace of its own with one address

@@ -1,6 +1,7 @@
 """Tier 3: a real control plane (kube-apiserver, etcd, controller-manager, scheduler, kwok nodes)
-started by lab/cluster-up.sh, Istio's real CRDs, gateway pods whose admin port reaches real
-Envoys, and the plugin run as `kubectl keepalive ...` through the real kubectl.
+started by lab/cluster-up.sh, Istio's real CRDs, a real istiod per revision, one real Envoy per
+gateway pod (in the pod's own network namespace, configured by istiod), and the plugin run as
+`kubectl keepalive ...` through the real kubectl.
 """
 
 from __future__ import annotations
