@@ -291,7 +291,7 @@ def node_manifests(count: int = 2) -> list[JSON]:
 
 
 def rev_labels(gw: Gateway) -> dict[str, str]:
-    """istiod processes an object of another revision never; unlabelled ones only as default."""
+    """istiod skips objects labelled for another revision; unlabelled ones every istiod takes."""
     return {} if gw.revision == "default" else {"istio.io/rev": gw.revision}
 
 
