@@ -327,6 +327,17 @@ def seed(kubeconfig: str) -> None:
     sys.stderr.write(out)
 
 
+def exit_if_a_daemon_died() -> None:
+    """A lab process that exited (istiod refusing a port another lab holds, say) ends the wait
+    at once, with the last line of its log."""
+    rd = run_dir()
+    for name, _argv, marker, _env in daemons(""):
+        if running_pid(rd / f"{name}.pid", marker) is None:
+            lines = (rd / f"{name}.log").read_text(errors="replace").strip().splitlines()
+            sys.exit(f"lab: error: {name} is not running; its log ({rd / (name + '.log')}) "
+                     f"ends: {lines[-1] if lines else '(empty)'}")
+
+
 def wait(kubeconfig: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for gw in gws.SEEDED:
@@ -362,6 +373,7 @@ def wait(kubeconfig: str, timeout: float) -> None:
     # Each pod's Envoy must have the listeners istiod gives its gateway.
     ports = {gw.key: gw.listener_ports for gw in gws.SEEDED}
     while True:
+        exit_if_a_daemon_died()
         waiting = []
         for rec in pod_records():
             want = {f"0.0.0.0_{p}" for p in ports.get(rec["gateway"], ())}
