@@ -57,8 +57,10 @@ def shell(kubeconfig: str, *argv: str, show: bool = True) -> str:
 
 def gateway_netns(kubeconfig: str) -> str:
     """The network namespace of the gateway's one running pod (lab/pod_wiring.py made it)."""
-    pods = json.loads(shell(kubeconfig, "kubectl", "get", "pods", "-n", NAMESPACE, "-l",
-                            SELECTOR, "-o", "json", show=False))["items"]
+    listed = subprocess.run(["kubectl", "get", "pods", "-n", NAMESPACE, "-l", SELECTOR, "-o",
+                             "json"], env=dict(os.environ, KUBECONFIG=kubeconfig),
+                            capture_output=True, text=True, timeout=60, check=True)
+    pods = json.loads(listed.stdout)["items"]
     names = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
