@@ -16,13 +16,16 @@ namespace, as a Deployment would), this process does what a kubelet and CNI woul
                                lab/shims provides `pilot-agent` and `ss` for such commands
 
 When a pod goes away (a rollout, a scale-down), its Envoy is stopped and its namespace removed;
-its replacement gets a fresh Envoy with the new pod's identity. Pods wired by an earlier run of
-this process are adopted while their Envoy still runs. State: ``RUN_DIR/pods/<uid>/``.
+its replacement gets a fresh Envoy with the new pod's identity. An Envoy that exits is started
+again (fresh namespace and token) within a few seconds, as a kubelet restarts a container. Pods
+recorded by an earlier run of this process are adopted: a live Envoy is kept, a dead one
+restarted. State: ``RUN_DIR/pods/<uid>/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -69,6 +72,7 @@ class PodRecord:
     bootstrap: str
     log: str
     pid: int = 0
+    wired: bool = False  # kwok's PortForward and Exec objects exist for this pod
 
     @property
     def admin(self) -> str:
@@ -105,7 +109,8 @@ def stop_process(pid: int, marker: str, grace_s: float = 5.0) -> None:
     while time.monotonic() < deadline and process_alive(pid, marker):
         time.sleep(0.05)
     if process_alive(pid, marker):
-        os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def ensure_node_address() -> None:
@@ -129,8 +134,8 @@ def make_pod_network(netns: str, veth: str, address: str) -> None:
     ip("-n", netns, "link", "set", "lo", "up")
     ip("-n", netns, "addr", "add", f"{address}/32", "dev", "eth0")
     ip("-n", netns, "link", "set", "eth0", "up")
+    # Only the node is reachable: no default route, so nothing a pod sends leaves the machine.
     ip("-n", netns, "route", "add", gws.NODE_ADDRESS, "dev", "eth0", "scope", "link")
-    ip("-n", netns, "route", "add", "default", "via", gws.NODE_ADDRESS, "dev", "eth0")
 
 
 def remove_pod_network(netns: str, veth: str) -> None:
@@ -191,7 +196,8 @@ class Kubelet:
         self._pods_dir.mkdir(parents=True, exist_ok=True)
         self._envoy = envoy
         self._drain = os.environ.get("KEEPALIVE_LAB_DRAIN_S", "5")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._last_pods: dict[str, JSON] | None = None
         self.records: dict[str, PodRecord] = {}
         for path in sorted(self._pods_dir.glob("*/pod.json")):
             try:
@@ -219,7 +225,10 @@ class Kubelet:
         raise RuntimeError("the lab's pod network is full")
 
     def sync(self, pods: dict[str, JSON]) -> None:
+        """Brings the running Envoys in line with the pods; one pod's failure is logged and
+        retried on the next sync (the watchdog syncs every few seconds), never fatal."""
         with self._lock:
+            self._last_pods = pods
             gateways = self._gateways()
             wanted: dict[str, tuple[JSON, JSON]] = {}
             for pod in pods.values():
@@ -230,25 +239,33 @@ class Kubelet:
                 if gw is not None:
                     wanted[meta["uid"]] = (pod, gw)
             for uid in [u for u in self.records if u not in wanted]:
-                self._stop(self.records.pop(uid))
+                record = self.records.pop(uid)
+                try:
+                    self._stop(record)
+                except Exception as err:  # keep serving the other pods
+                    log(f"stop {record.namespace}/{record.name}: {err}")
             for uid, (pod, gw) in wanted.items():
                 record = self.records.get(uid)
-                if record is None or not process_alive(record.pid, record.bootstrap):
-                    try:
-                        self.records[uid] = self._start(pod, gw, record)
-                    except (RuntimeError, OSError, labkube.ApiError) as err:
-                        meta = pod["metadata"]
-                        log(f"start {meta['namespace']}/{meta['name']}: {err}")
+                if record is not None and record.wired and process_alive(record.pid,
+                                                                          record.bootstrap):
+                    continue
+                try:
+                    self._start(pod, gw, record)
+                except Exception as err:  # logged; the next sync retries
+                    meta = pod["metadata"]
+                    log(f"start {meta['namespace']}/{meta['name']}: {err}")
 
-    def check(self) -> None:
-        """Restarts an Envoy that died, as a kubelet restarts a crashed container."""
+    def resync(self) -> None:
+        """The watchdog's tick: the last pod set again, so failed starts and crashed Envoys
+        (a kubelet restarts crashed containers) are retried without waiting for an event."""
         with self._lock:
-            dead = [r for r in self.records.values() if not process_alive(r.pid, r.bootstrap)]
-            for record in dead:
-                log(f"{record.namespace}/{record.name}: Envoy exited; restarting it")
-                self._run_envoy(record)
+            pods = self._last_pods
+        if pods is not None:
+            self.sync(pods)
 
-    def _start(self, pod: JSON, gw: JSON, old: PodRecord | None) -> PodRecord:
+    def _start(self, pod: JSON, gw: JSON, old: PodRecord | None) -> None:
+        """Namespace, Envoy and kwok objects for one pod. On failure a new pod's namespace and
+        files are removed again; an adopted record keeps its address for the retry."""
         meta = pod["metadata"]
         uid = meta["uid"]
         pod_dir = self._pods_dir / uid
@@ -264,12 +281,31 @@ class Kubelet:
             bootstrap=str(pod_dir / "bootstrap.json"),
             log=str(pod_dir / "envoy.log"),
         )
+        try:
+            if not process_alive(record.pid, record.bootstrap):
+                self._launch(pod, gw, record)
+            if not record.wired:
+                self._wire(pod, gw, record)
+        except BaseException:
+            if old is None:
+                stop_process(record.pid, record.bootstrap)
+                remove_pod_network(record.netns, record.veth)
+                shutil.rmtree(pod_dir, ignore_errors=True)
+            raise
+        self.records[uid] = record
+        record.save(pod_dir / "pod.json")
+        log(f"started {record.namespace}/{record.name} ({gw['namespace']}/{gw['name']}) "
+            f"at {record.address} in {record.netns}, pid {record.pid}")
+
+    def _launch(self, pod: JSON, gw: JSON, record: PodRecord) -> None:
+        """A fresh namespace and an Envoy with a fresh token, as a container (re)start gets."""
+        meta = pod["metadata"]
         make_pod_network(record.netns, record.veth, record.address)
         account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         identity = gws.PodIdentity(
             namespace=record.namespace,
             name=record.name,
-            uid=uid,
+            uid=record.uid,
             labels=dict(meta.get("labels") or {}),
             instance_ip=pod["status"]["podIP"],
             address=record.address,
@@ -280,7 +316,8 @@ class Kubelet:
         )
         Path(record.bootstrap).write_text(gws.dumps(gws.ads_bootstrap(identity)))
         self._run_envoy(record)
-        self.records[uid] = record
+
+    def _wire(self, pod: JSON, gw: JSON, record: PodRecord) -> None:
         for obj, plural in zip(wiring_objects(pod, record, gw["listener_ports"]),
                                ("portforwards", "execs"), strict=True):
             path = f"{GROUP}/namespaces/{record.namespace}/{plural}"
@@ -292,9 +329,7 @@ class Kubelet:
                 # A stale object of an earlier run: replace it so it names this pod's address.
                 self._client.delete(f"{path}/{record.name}")
                 self._client.create(path, obj)
-        log(f"started {record.namespace}/{record.name} ({gw['namespace']}/{gw['name']}) "
-            f"at {record.address} in {record.netns}, pid {record.pid}")
-        return record
+        record.wired = True
 
     def _token(self, pod: JSON, account: str) -> str:
         """A token of the pod's service account for istiod (audience istio-ca), bound to the pod
@@ -305,7 +340,9 @@ class Kubelet:
             "kind": "TokenRequest",
             "spec": {
                 "audiences": ["istio-ca"],
-                "expirationSeconds": 86400,
+                # Long enough for a lab kept up for weeks: a restarted Envoy gets a new one,
+                # but one that only reconnects (istiod restarted) still sends this one.
+                "expirationSeconds": 30 * 86400,
                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
                                    "uid": meta["uid"]},
             },
@@ -361,8 +398,11 @@ def main() -> int:
 
     def watchdog() -> None:
         while True:
-            time.sleep(1.0)
-            kubelet.check()
+            time.sleep(2.0)
+            try:
+                kubelet.resync()
+            except Exception as err:  # the watchdog outlives any one error
+                log(f"resync: {err}")
 
     threading.Thread(target=watchdog, daemon=True).start()
     log("watching pods")
