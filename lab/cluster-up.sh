@@ -16,6 +16,9 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
+[[ "${EUID}" -eq 0 ]] || lab_die "the lab needs root: each gateway pod gets a network namespace (ip netns)"
+# iproute2 for the pod namespaces, openssl for the gateway certificate (and the incident lab's tools).
+bash "${LAB_DIR}/../scripts/netlab-deps.sh"
 "${LAB_DIR}/build-binaries.sh"
 
 KUBECTL="$(lab_kubectl_bin)"

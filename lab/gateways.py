@@ -491,7 +491,8 @@ def ads_bootstrap(pod: PodIdentity, admin_port: int = 15000) -> JSON:
     """An Envoy bootstrap like pilot-agent's for a router: LDS and CDS over ADS from istiod.
 
     The node id and metadata are the ones istiod reads to find the pod (namespace, name, labels,
-    instance IPs, cluster id); the static 15021 and 15090 listeners are those of Istio's bootstrap.
+    instance IPs, cluster id); the static 15021 and 15090 listeners stand where Istio's bootstrap
+    has them (15021 answers 200 at once: nothing here plays pilot-agent's readiness check).
     The admin binds the pod's own address, where kwok's port-forward reaches it.
     """
     ns = pod.namespace

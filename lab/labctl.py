@@ -121,7 +121,7 @@ def pilot_discovery_bin() -> str:
 
 # Everything istiod would add that upstream Envoy lacks (Istio's own filters: ALPN override,
 # metadata exchange, stats) or that needs parts the lab does not run (a CA, the injection and
-# validation webhooks, status writers) is switched off; FACTS.md lists why each one matters.
+# validation webhooks, status writers) is switched off.
 ISTIOD_ENV = {
     "POD_NAMESPACE": gws.ROOT_NAMESPACE,
     "PILOT_ENABLE_ALPN_FILTER": "false",
@@ -135,7 +135,6 @@ ISTIOD_ENV = {
     "PILOT_ENABLE_GATEWAY_API": "true",
     "PILOT_ENABLE_GATEWAY_API_STATUS": "false",
     "PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER": "false",
-    "PILOT_ENABLE_STATUS": "false",
     "PILOT_TRACE_SAMPLING": "0",
     "ISTIOD_CUSTOM_HOST": "127.0.0.1",
     # Plaintext xDS, but authenticated: each Envoy sends its pod's service account token (as
@@ -209,6 +208,8 @@ def write_istiod_configs() -> None:
         d = run_dir() / f"istiod-{revision}"
         d.mkdir(parents=True, exist_ok=True)
         write_atomic(d / "mesh.yaml", mesh_config(revision))
+        # One network: istiod reads the file when it exists, else looks for a ConfigMap.
+        write_atomic(d / "mesh-networks.yaml", "networks: {}\n")
 
 
 def write_registry() -> None:
@@ -250,7 +251,14 @@ def stop_all() -> None:
 
 
 def pod_records() -> list[JSON]:
-    return [json.loads(p.read_text()) for p in sorted((run_dir() / "pods").glob("*/pod.json"))]
+    """pod_wiring.py's record of each pod's Envoy; a record removed while listing is skipped."""
+    records = []
+    for path in sorted((run_dir() / "pods").glob("*/pod.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return records
 
 
 def status() -> int:
@@ -351,39 +359,35 @@ def wait(kubeconfig: str, timeout: float) -> None:
             f"deployment/{gw.name}",
             f"--timeout={left}s",
         )
-    # Each running gateway pod must have its port-forward and exec wiring.
+    # Each running gateway pod must have its own Envoy (a record of pod_wiring.py), its
+    # port-forward and exec wiring, and the listeners istiod gives its gateway.
+    ports = {gw.key: gw.listener_ports for gw in gws.SEEDED}
     while True:
+        exit_if_a_daemon_died()
         pods = json.loads(kubectl(kubeconfig, "get", "pods", "-A", "-o", "json"))["items"]
         pfs = json.loads(
             kubectl(kubeconfig, "get", "portforwards.kwok.x-k8s.io", "-A", "-o", "json")
         )
         wired = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in pfs["items"]}
-        missing = [
-            f"{p['metadata']['namespace']}/{p['metadata']['name']}"
-            for p in pods
-            if any(c["name"] == "istio-proxy" for c in p["spec"]["containers"])
-            and not p["metadata"].get("deletionTimestamp")
-            and (p["metadata"]["namespace"], p["metadata"]["name"]) not in wired
-        ]
-        if not missing:
-            break
-        if time.monotonic() > deadline:
-            sys.exit(f"lab: error: pods not wired to an Envoy: {', '.join(missing)}")
-        time.sleep(0.2)
-    # Each pod's Envoy must have the listeners istiod gives its gateway.
-    ports = {gw.key: gw.listener_ports for gw in gws.SEEDED}
-    while True:
-        exit_if_a_daemon_died()
+        records = {(r["namespace"], r["name"]): r for r in pod_records()}
         waiting = []
-        for rec in pod_records():
-            want = {f"0.0.0.0_{p}" for p in ports.get(rec["gateway"], ())}
-            if not want <= dynamic_listener_names(rec["admin"]):
-                waiting.append(f"{rec['namespace']}/{rec['name']}")
+        for pod in pods:
+            meta = pod["metadata"]
+            key = (meta["namespace"], meta["name"])
+            if meta.get("deletionTimestamp") or not any(
+                    c["name"] == "istio-proxy" for c in pod["spec"]["containers"]):
+                continue
+            record = records.get(key)
+            want = {f"0.0.0.0_{p}" for p in ports.get(record["gateway"], ())} if record else set()
+            if (key not in wired or record is None
+                    or not want <= dynamic_listener_names(record["admin"])):
+                waiting.append(f"{key[0]}/{key[1]}")
         if not waiting:
             return
         if time.monotonic() > deadline:
-            sys.exit("lab: error: no listeners from istiod yet on " + ", ".join(waiting)
-                     + f" (see {run_dir()}/istiod-*.log and pods/*/envoy.log)")
+            sys.exit("lab: error: not wired or no listeners from istiod yet: "
+                     + ", ".join(waiting)
+                     + f" (see {run_dir()}/pod-wiring.log, istiod-*.log and pods/*/envoy.log)")
         time.sleep(0.5)
 
 
