@@ -55,6 +55,8 @@ class PodListeners:
     note: str | None = None  # e.g. a pod not running yet: nothing to read, not a failure
     connections: dict[int, sockets.Connections] | None = field(default=None, hash=False)
     sockets_error: str | None = None
+    # The error may pass by itself (no answer yet), unlike a refusal by RBAC or a bad dump.
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
         except KeepaliveError as exc:
             if exc.exit_code == UsageError.exit_code:
                 return PodListeners(pod, error=f"unreadable listener config: {exc}")
-            return PodListeners(pod, error=str(exc))
+            return PodListeners(pod, error=str(exc),
+                                transient=not isinstance(exc, ForbiddenError))
         if not with_sockets:
             return listeners
         try:
@@ -273,9 +276,15 @@ class Plan:
 
 
 def _starting(gw: GatewayStatus) -> bool:
-    """Every pod of the gateway is unreadable or not ready yet: a proxy still starting."""
-    return bool(gw.pods) and all(
-        p.error or (p.pod is not None and not p.pod.ready) for p in gw.pods)
+    """Every pod of the gateway is not ready yet or did not answer: proxies still starting.
+    A refusal (RBAC) or an unreadable dump is final and is reported at once."""
+    def starting(p: PodListeners) -> bool:
+        if p.error:
+            return p.transient
+        no_listeners = not any(lst.protocol == "TCP" and not lst.static for lst in p.listeners)
+        return p.pod is not None and not p.pod.ready and no_listeners
+
+    return bool(gw.pods) and all(starting(p) for p in gw.pods)
 
 
 def status_for_plan(cluster: Cluster, scope: Scope,

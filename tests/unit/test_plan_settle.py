@@ -7,7 +7,7 @@ import pytest
 from kubectl_keepalive import app
 from kubectl_keepalive.app import DEFAULT_SETTINGS, Scope
 from kubectl_keepalive.cluster import AdminRead
-from kubectl_keepalive.errors import ClusterError, KeepaliveError
+from kubectl_keepalive.errors import ClusterError, ForbiddenError, KeepaliveError
 from kubectl_keepalive.model import Pod
 from tests.unit.fake_cluster import FakeCluster, FakeGateway
 
@@ -17,16 +17,17 @@ SCOPE = Scope("istio-system")
 class StartingProxies(FakeCluster):
     """A fake whose proxies refuse the first `refusals` admin reads (still starting)."""
 
-    def __init__(self, refusals: int) -> None:
+    def __init__(self, refusals: int, error: type[ClusterError] = ClusterError) -> None:
         super().__init__(FakeGateway("istio-system", "istio-ingressgateway",
                                      {"app": "istio-ingressgateway", "istio": "ingressgateway"},
                                      [8080, 8443]))
         self.refusals = refusals
+        self.error = error
 
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
         if self.refusals > 0:
             self.refusals -= 1
-            raise ClusterError("connection refused")
+            raise self.error("connection refused")
         return super().read_admin(pod, path, timeout)
 
 
@@ -58,3 +59,11 @@ def test_a_proxy_that_never_answers_fails_after_the_bound() -> None:
         app.plan_enable(StartingProxies(refusals=10**6), SCOPE, DEFAULT_SETTINGS, None,
                         clock, clock.sleep)
     assert clock.now == pytest.approx(app.PLAN_SETTLE_S, abs=1.0)
+
+
+def test_a_refusal_by_rbac_is_final_and_reported_without_waiting() -> None:
+    clock = FakeClock()
+    with pytest.raises(KeepaliveError, match="no pod's listeners could be read"):
+        app.plan_enable(StartingProxies(refusals=10**6, error=ForbiddenError), SCOPE,
+                        DEFAULT_SETTINGS, None, clock, clock.sleep)
+    assert clock.slept == []
