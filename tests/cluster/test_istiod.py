@@ -67,10 +67,27 @@ def envoys_of(lab: Lab, namespace: str, selector: str) -> dict[str, dict[str, di
             for pod in running_pods(lab, namespace, selector)}
 
 
-def every_envoy() -> dict[str, dict[str, dict[str, Any]]]:
-    """namespace/pod -> dynamic listeners, for every gateway pod Envoy in the lab."""
-    return {f"{r['namespace']}/{r['name']}": dynamic_listeners(r["address"])
-            for r in lab_pod_records()}
+def every_envoy(lab: Lab, timeout: float = 30.0) -> dict[str, dict[str, dict[str, Any]]]:
+    """namespace/pod -> dynamic listeners, for every running gateway pod in the lab.
+
+    Pods on their way out (a rollout's old ones) are left out; a new pod's Envoy is waited for.
+    """
+    items = lab.get_json("pods", "-A")["items"]
+    live = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items
+            if not i["metadata"].get("deletionTimestamp")
+            and any(c["name"] == "istio-proxy" for c in i["spec"]["containers"])}
+    deadline = time.monotonic() + timeout
+    while True:
+        records = {(r["namespace"], r["name"]): r for r in lab_pod_records()}
+        if live <= set(records):
+            try:
+                return {f"{ns}/{name}": dynamic_listeners(records[(ns, name)]["address"])
+                        for ns, name in sorted(live)}
+            except OSError:
+                pass  # an Envoy still starting
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no readable Envoy for {sorted(live - set(records))}")
+        time.sleep(0.5)
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -106,11 +123,11 @@ def test_istiod_puts_the_options_on_exactly_the_gateways_tcp_listeners(clean: La
             assert entry["active_state"]["version_info"], "a listener istiod did not send"
             assert options_of(entry) == (WANTED if name in tcp else []), (pod, name)
     # No other pod in the lab got anything: the selector and namespace held.
-    spread = with_options(every_envoy())
+    spread = with_options(every_envoy(lab))
     assert set(spread) == {f"{namespace}/{pod}" for pod in envoys}, spread
     done = lab.keepalive("disable", "-y", "-n", namespace, "-l", selector)
     assert done.returncode == 0, done.stderr
-    assert with_options(every_envoy()) == {}
+    assert with_options(every_envoy(lab)) == {}
 
 
 def test_the_http3_listener_is_left_alone_and_envoy_accepts_the_update(clean: Lab) -> None:
@@ -150,7 +167,7 @@ def test_a_root_namespace_filter_without_selector_spreads_and_the_plugins_does_n
     # The user's selector narrows the gateway's own: never an empty or missing selector.
     assert [w["spec"]["workloadSelector"]["labels"] for w in written] == [
         {"app": "istio-ingressgateway"}]
-    spread = with_options(every_envoy())
+    spread = with_options(every_envoy(lab))
     ours_pods = running_pods(lab, "istio-system", "app=istio-ingressgateway")
     # Not even istio-internalgateway, in the same (root) namespace, got it.
     assert set(spread) == {f"istio-system/{pod}" for pod in ours_pods}, spread
@@ -171,7 +188,7 @@ def test_a_root_namespace_filter_without_selector_spreads_and_the_plugins_does_n
     # revision): every gateway listener on a patched port, in every namespace, gets the options
     # without any restart.
     def reached() -> set[str]:
-        return {p.split("/")[0] for p in with_options(every_envoy())}
+        return {p.split("/")[0] for p in with_options(every_envoy(lab))}
 
     eventually(lambda: reached() == {"istio-system", "istio-ingress", "web", "istio-canary"},
                "the selector-less root filter to reach every gateway of every revision")
@@ -192,15 +209,27 @@ def test_the_revision_label_decides_which_istiod_applies_the_filter(clean: Lab) 
     namespace, _deployment, selector, _ports = STYLES["revision-canary"]
     envoy_filter = rendered_filter(lab, namespace, selector)
     assert envoy_filter["metadata"]["labels"]["istio.io/rev"] == "canary"
-    # The same filter with the revision label of the default control plane: never applied.
+    # The same filter labelled for the default control plane ...
     envoy_filter["metadata"]["labels"] = {"keepalive-test": "true", "istio.io/rev": "default"}
     lab.apply(envoy_filter)
-    time.sleep(5)  # istiod debounces pushes by 100 ms; 5 s is ample for one to happen
-    assert with_options(envoys_of(lab, namespace, selector)) == {}
+    # ... then a marker the canary istiod does take: only its 8443 patch, named apart. Once the
+    # marker is live, the canary istiod has seen (and skipped) the default-labelled filter.
+    marker = json.loads(json.dumps(envoy_filter))
+    marker["metadata"]["name"] += "-marker"
+    marker["metadata"]["labels"]["istio.io/rev"] = "canary"
+    marker["spec"]["configPatches"] = [p for p in marker["spec"]["configPatches"]
+                                       if p["match"]["listener"]["portNumber"] == 8443]
+    lab.apply(marker)
+
+    def patched() -> set[str]:
+        return {name for listeners in envoys_of(lab, namespace, selector).values()
+                for name, entry in listeners.items() if options_of(entry)}
+
+    eventually(lambda: patched() == {"0.0.0.0_8443"}, "the canary istiod to push the marker")
     # Relabelled for the canary revision: its istiod pushes it to the running pods.
     envoy_filter["metadata"]["labels"]["istio.io/rev"] = "canary"
     lab.apply(envoy_filter)
-    eventually(lambda: len(with_options(envoys_of(lab, namespace, selector))) >= 1,
+    eventually(lambda: "0.0.0.0_8080" in patched(),
                "the canary istiod to apply the canary-labelled filter")
 
 
