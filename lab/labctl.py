@@ -77,9 +77,27 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
     return pid if marker in _cmdline(pid) else None
 
 
+def started_at(pid: int) -> float:
+    """When a process started, in seconds since the epoch (from /proc)."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def outdated(pid: int) -> bool:
+    """The lab's own code (or its binaries' versions) changed after the process started."""
+    newest = max(p.stat().st_mtime for p in [*LAB_DIR.glob("*.py"), LAB_DIR / "versions.env"])
+    return newest > started_at(pid)
+
+
 def start_process(name: str, argv: list[str], pid_file: Path, log_file: Path, marker: str,
                   env: dict[str, str] | None = None) -> None:
-    if running_pid(pid_file, marker):
+    pid = running_pid(pid_file, marker)
+    if pid and outdated(pid):
+        log(f"{name}: the lab's code changed since it started; restarting it")
+        stop_process(name, pid_file, marker)
+    elif pid:
         log(f"{name}: already running")
         return
     pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +244,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def start_all(kubeconfig: str) -> None:
+    for pattern, marker in RETIRED:
+        for pid_file in run_dir().glob(pattern):
+            stop_process(pid_file.stem, pid_file, marker)
     pilot_discovery_bin()
     envoy_bin()
     sys.path.insert(0, str(LAB_DIR))
@@ -239,10 +260,17 @@ def start_all(kubeconfig: str) -> None:
         start_process(name, argv, rd / f"{name}.pid", rd / f"{name}.log", marker, env)
 
 
+# Processes of earlier versions of the lab, which start no longer knows: (pid file, marker).
+RETIRED = [("standin-istiod.pid", "standin_istiod.py"), ("envoy/*/envoy.pid", "bootstrap.json")]
+
+
 def stop_all() -> None:
     rd = run_dir()
     for name, _argv, marker, _env in daemons(""):
         stop_process(name, rd / f"{name}.pid", marker)
+    for pattern, marker in RETIRED:
+        for pid_file in rd.glob(pattern):
+            stop_process(pid_file.stem, pid_file, marker)
     # What pod-wiring started outlives it on purpose (a kubelet restart keeps containers).
     sys.path.insert(0, str(LAB_DIR))
     import pod_wiring
