@@ -592,8 +592,13 @@ class IncidentLab:
         run(["ip", "-n", self.lb, "link", "set", LB_GATEWAY_DEV, "up"])
         run(["ip", "-n", netns, "addr", "add", f"{GATEWAY_IP}/30", "dev", ATTACHED_GATEWAY_DEV])
         run(["ip", "-n", netns, "link", "set", ATTACHED_GATEWAY_DEV, "up"])
-        # Replies to clients go back through the balancer; the pod's default route stays.
+        # Replies to clients go back through the balancer; the pod's own routes stay.
         run(["ip", "-n", netns, "route", "add", f"{CLIENT_IP}/32", "via", LB_GATEWAY_IP])
+        # A backend left by a killed earlier run would hold the port: it goes first.
+        for pid in run(["ip", "netns", "pids", netns], check=False).stdout.split():
+            with contextlib.suppress(OSError, ValueError):
+                if b"backend.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(int(pid), signal.SIGKILL)
         self._start_backend()
 
     def retarget(self, netns: str) -> None:
