@@ -65,16 +65,9 @@ def envoys_ready(pods: list[str]) -> bool:
                <= labctl.dynamic_listener_names(records[pod]["admin"]) for pod in pods)
 
 
-def istioctl_bin() -> str:
-    listed = subprocess.run(["bash", str(REPO / "lab" / "build-binaries.sh"), "--print"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    (found,) = [p for p in listed if Path(p).name.startswith("istioctl-")]
-    return found
-
-
 def istioctl_loop(kubeconfig: str, pods: list[str]) -> float:
     """`istioctl proxy-config listener POD -o json`, one pod at a time, as scripts do it."""
-    istioctl = istioctl_bin()
+    istioctl = labctl.lab_binary("istioctl-")
     start = time.perf_counter()
     for pod in pods:
         shown = subprocess.run([istioctl, "--kubeconfig", kubeconfig, "proxy-config", "listener",

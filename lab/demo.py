@@ -11,7 +11,6 @@ flows.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -55,23 +54,6 @@ def shell(kubeconfig: str, *argv: str, show: bool = True) -> str:
     return done.stdout
 
 
-def gateway_netns(kubeconfig: str) -> str:
-    """The network namespace of the gateway's one running pod (lab/pod_wiring.py made it)."""
-    listed = subprocess.run(["kubectl", "get", "pods", "-n", NAMESPACE, "-l", SELECTOR, "-o",
-                             "json"], env=dict(os.environ, KUBECONFIG=kubeconfig),
-                            capture_output=True, text=True, timeout=60, check=True)
-    pods = json.loads(listed.stdout)["items"]
-    names = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = [r for r in labctl.pod_records()
-                 if r["namespace"] == NAMESPACE and r["name"] in names]
-        if len(found) == 1:
-            return str(found[0]["netns"])
-        time.sleep(0.5)
-    raise SystemExit(f"demo: no single lab Envoy for {sorted(names)}")
-
-
 def request(lab: IncidentLab, label: str) -> bool:
     print(f"{DIM}client -> balancer 198.18.100.10:80 -> gateway :8080 -> app (answers after "
           f"{DELAY:.0f}s){RESET}", flush=True)
@@ -92,9 +74,10 @@ def main() -> int:
     # A demo interrupted earlier may have left keepalive on: start from the incident's state.
     shell(kubeconfig, "kubectl", "keepalive", "disable", "-y", "-n", NAMESPACE, "-l", SELECTOR,
           show=False)
+    netns = labctl.single_pod_netns(kubeconfig, NAMESPACE, SELECTOR)
     with tempfile.TemporaryDirectory() as tmp, \
             IncidentLab(IDLE_TIMEOUT, backend_delay_s=DELAY, workdir=Path(tmp),
-                        gateway_netns=gateway_netns(kubeconfig)) as lab:
+                        gateway_netns=netns) as lab:
 
         step("1. What the gateway has now")
         shell(kubeconfig, "kubectl", "keepalive", "status", "-n", NAMESPACE, "-l", SELECTOR)
@@ -115,7 +98,7 @@ def main() -> int:
             "Envoy admin to check the options are live.")
         say("istiod turned the filter into the listener's socket_options and pushed it to the "
             "new pod's Envoy. The balancer now sends to the new pod.")
-        lab.retarget(gateway_netns(kubeconfig))
+        lab.retarget(labctl.single_pod_netns(kubeconfig, NAMESPACE, SELECTOR))
 
         step("4. Status after the fix")
         shell(kubeconfig, "kubectl", "keepalive", "status", "-n", NAMESPACE, "-l", SELECTOR)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import gateways as gws
+import pod_wiring
 
 LAB_DIR = Path(__file__).resolve().parent
 JSON = dict[str, Any]
@@ -249,9 +250,6 @@ def start_all(kubeconfig: str) -> None:
             stop_process(pid_file.stem, pid_file, marker)
     pilot_discovery_bin()
     envoy_bin()
-    sys.path.insert(0, str(LAB_DIR))
-    import pod_wiring
-
     pod_wiring.ensure_node_address()  # before istiod, which listens on it
     write_registry()
     write_istiod_configs()
@@ -272,9 +270,6 @@ def stop_all() -> None:
         for pid_file in rd.glob(pattern):
             stop_process(pid_file.stem, pid_file, marker)
     # What pod-wiring started outlives it on purpose (a kubelet restart keeps containers).
-    sys.path.insert(0, str(LAB_DIR))
-    import pod_wiring
-
     pod_wiring.teardown(rd)
 
 
@@ -302,6 +297,33 @@ def status() -> int:
         print(f"envoy {rec['namespace']}/{rec['name']}\t{rec['pid'] if alive else 'stopped'}"
               f"\tadmin {rec['admin']}\tnetns {rec['netns']}")
     return 1 if down else 0
+
+
+def lab_binary(prefix: str) -> str:
+    """The path of a built lab binary (istioctl-, pilot-discovery-, ...), as lib.sh names it."""
+    listed = subprocess.run(["bash", str(LAB_DIR / "build-binaries.sh"), "--print"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    (found,) = [p for p in listed if Path(p).name.startswith(prefix)]
+    return found
+
+
+def single_pod_netns(kubeconfig: str, namespace: str, selector: str,
+                     timeout: float = 60.0) -> str:
+    """The network namespace of a gateway's one running pod, once its Envoy runs there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = json.loads(kubectl(kubeconfig, "get", "pods", "-n", namespace, "-l", selector,
+                                   "-o", "json"))["items"]
+        names = {i["metadata"]["name"] for i in items
+                 if not i["metadata"].get("deletionTimestamp")}
+        found = [str(r["netns"]) for r in pod_records()
+                 if r["namespace"] == namespace and r["name"] in names]
+        if len(names) == 1 and len(found) == 1:
+            return found[0]
+        if time.monotonic() > deadline:
+            sys.exit(f"lab: error: no single gateway pod Envoy: pods {sorted(names)}, "
+                     f"Envoys {found}")
+        time.sleep(0.5)
 
 
 def dynamic_listener_names(admin: str) -> set[str]:

@@ -19,6 +19,10 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "lab"))
+
+import labctl  # noqa: E402  (the lab's own records of which Envoy serves which pod)
+
 MANAGED = "app.kubernetes.io/managed-by=kubectl-keepalive"
 TEST_LABEL = "keepalive-test=true"
 
@@ -55,7 +59,7 @@ class Lab:
 
     def pod_address(self, namespace: str, pod: str) -> str:
         """The address of the pod's own network namespace, where its Envoy listens."""
-        for record in lab_pod_records():
+        for record in labctl.pod_records():
             if (record["namespace"], record["name"]) == (namespace, pod):
                 return str(record["address"])
         raise AssertionError(f"no lab Envoy runs for pod {namespace}/{pod}")
@@ -75,18 +79,6 @@ class Lab:
                              "--type=merge", "-p", json.dumps(patch))
                 self.kubectl("rollout", "status", f"deployment/{meta['name']}", "-n",
                              meta["namespace"], "--timeout=120s")
-
-
-def lab_pod_records() -> list[dict[str, Any]]:
-    """What lab/pod_wiring.py records for each gateway pod it runs an Envoy for."""
-    cache = Path(os.environ.get("KEEPALIVE_CACHE") or Path.home() / ".cache" / "kubectl-keepalive")
-    records = []
-    for path in sorted((cache / "run" / "pods").glob("*/pod.json")):
-        try:  # a pod being removed takes its record with it
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return records
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,11 @@ only through an EnvoyFilter, istiod and a rollout. No stand-in is in the path.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import Lab, lab_pod_records
+from tests.cluster.conftest import Lab, labctl
 from tests.support.netlab import IncidentLab, missing_requirements
 
 pytestmark = pytest.mark.cluster
@@ -23,35 +22,20 @@ IDLE_TIMEOUT_S = 4
 DELAY_S = 10.0
 
 
-def pod_netns(lab: Lab) -> str:
-    """The namespace of the gateway's one running pod, once its Envoy runs there."""
-    deadline = time.monotonic() + 60
-    while True:
-        items = lab.get_json("pods", "-n", NS, "-l", SELECTOR)["items"]
-        names = {i["metadata"]["name"] for i in items
-                 if not i["metadata"].get("deletionTimestamp")}
-        found = [r["netns"] for r in lab_pod_records()
-                 if r["namespace"] == NS and r["name"] in names]
-        if len(names) == 1 and len(found) == 1:
-            return str(found[0])
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no single gateway pod Envoy: pods {names}, Envoys {found}")
-        time.sleep(0.5)
-
-
 def test_a_long_request_is_cut_then_saved_by_enable(clean: Lab, tmp_path: Path) -> None:
     missing = missing_requirements()
     if missing:
         pytest.skip("incident lab needs " + ", ".join(missing))
     lab = clean
+    netns = labctl.single_pod_netns(lab.kubeconfig, NS, SELECTOR)
     with IncidentLab(IDLE_TIMEOUT_S, backend_delay_s=DELAY_S, workdir=tmp_path,
-                     gateway_netns=pod_netns(lab)) as incident:
+                     gateway_netns=netns) as incident:
         before = incident.request()
         assert not before.ok and before.error == "timeout", before
         done = lab.keepalive("enable", "-y", "-n", NS, "-l", SELECTOR, "--idle", "1s",
                              "--interval", "1s", "--probes", "3")
         assert done.returncode == 0, done.stderr
-        incident.retarget(pod_netns(lab))
+        incident.retarget(labctl.single_pod_netns(lab.kubeconfig, NS, SELECTOR))
         with incident.capture() as capture:
             after = incident.request()
         assert after.ok and after.status == 200, after

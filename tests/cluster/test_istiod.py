@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Lab, lab_pod_records
+from tests.cluster.conftest import Lab, labctl
 
 pytestmark = pytest.mark.cluster
 
@@ -78,7 +78,7 @@ def every_envoy(lab: Lab, timeout: float = 30.0) -> dict[str, dict[str, dict[str
             and any(c["name"] == "istio-proxy" for c in i["spec"]["containers"])}
     deadline = time.monotonic() + timeout
     while True:
-        records = {(r["namespace"], r["name"]): r for r in lab_pod_records()}
+        records = {(r["namespace"], r["name"]): r for r in labctl.pod_records()}
         if live <= set(records):
             try:
                 return {f"{ns}/{name}": dynamic_listeners(records[(ns, name)]["address"])
@@ -233,21 +233,13 @@ def test_the_revision_label_decides_which_istiod_applies_the_filter(clean: Lab) 
                "the canary istiod to apply the canary-labelled filter")
 
 
-def istioctl() -> str:
-    listed = subprocess.run(["bash", str(Path(__file__).resolve().parents[2] / "lab" /
-                                         "build-binaries.sh"), "--print"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    (found,) = [p for p in listed if Path(p).name.startswith("istioctl-")]
-    return found
-
-
 def test_istioctl_proxy_config_listener_agrees_with_status(clean: Lab, tmp_path: Path) -> None:
     lab = clean
     namespace, _deployment, selector, ports = STYLES["istiooperator-8080-8443"]
     assert lab.keepalive("enable", "-y", "-n", namespace, "-l", selector, *FAST).returncode == 0
     (pod,) = running_pods(lab, namespace, selector)
-    shown = subprocess.run([istioctl(), "proxy-config", "listener", pod, "-n", namespace,
-                            "-o", "json", "--kubeconfig", lab.kubeconfig],
+    shown = subprocess.run([labctl.lab_binary("istioctl-"), "proxy-config", "listener", pod,
+                            "-n", namespace, "-o", "json", "--kubeconfig", lab.kubeconfig],
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     dump = tmp_path / "listeners.json"
