@@ -250,9 +250,10 @@ def test_istioctl_proxy_config_listener_agrees_with_status(clean: Lab, tmp_path:
     assert live.returncode == 0, live.stderr
 
     def keepalive_by_port(document: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        # istioctl lists only active listeners; status also shows an older one still draining.
         return {lst["port"]: lst["keepalive"]
                 for g in document["gateways"] for p in g["pods"] for lst in p["listeners"]
-                if lst["port"] in ports}
+                if lst["port"] in ports and lst["state"] == "active"}
 
     from_istioctl = keepalive_by_port(json.loads(offline.stdout))
     from_plugin = keepalive_by_port(json.loads(live.stdout))
