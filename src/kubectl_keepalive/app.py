@@ -584,6 +584,7 @@ def _apply_one(
         return
     if restart and deployment is not None:
         if gp.needs_restart:
+            _await_push(cluster, gp, plan, scope, deadline, report, clock, sleep)
             cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()),
                                        False)
             result.done.append(f"deployment {label} restarted")
@@ -680,6 +681,64 @@ def _verify(
         report(f"waiting for gateway {label} to show {describe_settings(plan.settings)} "
                f"({len(pending)} pending)")
         sleep(min(2.0, max(0.0, deadline - clock())))
+
+
+def _await_push(
+    cluster: Cluster,
+    gp: GatewayPlan,
+    plan: Plan,
+    scope: Scope,
+    deadline: float,
+    report: Report,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    """Before a restart, wait until istiod has pushed the filter change to the running pods.
+
+    Restarting first races istiod's debounce: a new pod may start with the old listeners and
+    take the options in place later, draining the connections it accepted meanwhile. And when
+    no istiod translates the filter, a restart would only cut traffic. Every readable pod's
+    newest listener config (active, warming or rejected) must show the wanted state; pods that
+    cannot be read are not waited for (verification covers them after the restart). With a
+    foreign keepalive filter on the gateway the pushed state cannot be predicted: no wait.
+    """
+    from kubectl_keepalive.errors import VerificationError
+
+    if gp.foreign:
+        return
+    gw = gp.gateway
+    label = f"{gw.namespace}/{gw.name}"
+    ports = sorted({c.port for c in gp.ports} | _planned_ports(gp))
+    while True:
+        fresh = [g for g in discover(cluster, _scope_for(gw, scope)) if g.name == gw.name]
+        reads = read_pods(cluster, fresh[0].pods if fresh else (), scope)
+        pending = [problem for got in reads.values() if not got.error for port in ports
+                   if (problem := _not_pushed(got, port, plan.settings))]
+        if not pending:
+            return
+        if clock() >= deadline:
+            revision = gw.revision or "default"
+            raise VerificationError(
+                f"gateway {label}: istiod has not pushed the change to its pods within the "
+                f"timeout, so deployment {label} was not restarted ({'; '.join(pending)}); "
+                f"is istiod for revision {revision!r} running?"
+            )
+        report(f"waiting for istiod to push the change to gateway {label} before restarting "
+               f"({len(pending)} pending)")
+        sleep(min(1.0, max(0.0, deadline - clock())))
+
+
+def _not_pushed(got: PodListeners, port: int, wanted: KeepaliveSettings | None) -> str | None:
+    """What the pod's newest config for the TCP port shows, unless it is the wanted state (or
+    there is no such listener, so nothing to wait for)."""
+    newest = [lst for lst in got.listeners
+              if lst.port == port and lst.protocol == "TCP"
+              and lst.state is not ListenerState.DRAINING]
+    shown = [sockopts.keepalive_of(lst.options) for lst in newest]
+    if not shown or any(k.matches(wanted) if wanted else not k.enabled for k in shown):
+        return None
+    name = got.pod.name if got.pod else "?"
+    return f"{name}: port {port} shows {describe_keepalive(shown[0])}"
 
 
 def _planned_ports(gp: GatewayPlan) -> set[int]:

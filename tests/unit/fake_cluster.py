@@ -4,7 +4,9 @@ A FAKE, not a Kubernetes API: it has no RBAC, admission, schemas or controllers.
 tier (tests/cluster) runs the same use cases against a real kube-apiserver. Here it lets the
 unit tests drive plans, idempotency, conflicts, rollouts and verification deterministically.
 Envoy is imitated by building each pod's listener dump from its gateway's ports plus the socket
-options of the EnvoyFilters that select it (MERGE appends), when `propagate` is on.
+options of the EnvoyFilters that select it (MERGE appends), when `propagate` is on. istiod's
+delay is imitated by `push_after_reads`: that many admin reads after a filter change still
+show the filters as they were before it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class FakeCluster:
         self.notices: list[str] = []
         self.services: list[dict[str, Any]] = []
         self.provider_ids: list[str] | None = []
+        self.push_after_reads = 0
+        self._reads_before_push = 0
+        self._istiod_view: dict[tuple[str, str], dict[str, Any]] = {}
+        # Per restart: had the pods been shown the current filters when it was ordered?
+        self.pushed_at_restart: list[bool] = []
 
     # -- pods --------------------------------------------------------------------------------
 
@@ -94,6 +101,7 @@ class FakeCluster:
 
     def restart_deployment(self, namespace: str, name: str, at: str, dry_run: bool) -> None:
         self.writes.append(("restart", f"{namespace}/{name}", at))
+        self.pushed_at_restart.append(self._istiod_view == self.filters)
         if dry_run:
             return
         gw = self._gateway(namespace, name)
@@ -116,6 +124,7 @@ class FakeCluster:
         self._version += 1
         body["metadata"]["resourceVersion"] = str(self._version)
         self.filters[(body["metadata"]["namespace"], body["metadata"]["name"])] = body
+        self._reads_before_push = self.push_after_reads
 
     def create_envoyfilter(self, namespace: str, body: dict[str, Any],
                            dry_run: bool) -> dict[str, Any]:
@@ -143,10 +152,15 @@ class FakeCluster:
         self.writes.append(("delete", f"{namespace}/{name}", resource_version))
         if not dry_run:
             del self.filters[(namespace, name)]
+            self._reads_before_push = self.push_after_reads
 
     # -- Envoy admin -------------------------------------------------------------------------
 
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
+        if self._reads_before_push > 0:
+            self._reads_before_push -= 1
+        else:
+            self._istiod_view = copy.deepcopy(self.filters)
         if self.forbid_port_forward and not self.notices:
             self.notices.append("port-forward forbidden; read through exec")
         gw = next(g for g in self.gateways if pod.name.startswith(f"{g.name}-")
@@ -168,7 +182,7 @@ class FakeCluster:
     def _listener(self, gw: FakeGateway, name: str, port: int, protocol: str) -> dict[str, Any]:
         options = list(self.extra_options.get(f"{gw.namespace}/{gw.name}/{port}", []))
         if self.propagate:
-            for obj in self.filters.values():
+            for obj in self._istiod_view.values():
                 selector = obj["spec"].get("workloadSelector", {}).get("labels", {})
                 if any(gw.labels.get(k) != v for k, v in selector.items()):
                     continue

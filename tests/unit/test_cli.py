@@ -163,9 +163,44 @@ def test_a_stuck_rollout_says_what_was_done_and_a_rerun_finishes(env: dict[str, 
 
 def test_options_that_never_go_live_fail_verification(env: dict[str, str]) -> None:
     fake = FakeCluster(ingress(), propagate=False)
-    code, _, err = run(fake, env, "enable", "-y", "--timeout", "1s")
+    code, _, err = run(fake, env, "enable", "-y", "--no-restart", "--timeout", "1s")
     assert code == 4
     assert "options not live" in err and "port 8080 shows off" in err
+
+
+def test_the_restart_waits_until_istiod_has_pushed_the_filter(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    fake.push_after_reads = 2  # both pods' first reads after the write still show no options
+    code, _, err = run(fake, env, "enable", "-y", "--timeout", "30s")
+    assert code == 0, err
+    assert "waiting for istiod to push the change" in err
+    assert [w[0] for w in fake.writes] == ["create", "restart"]
+    assert fake.pushed_at_restart == [True]
+    # Disabling waits the same way for the options to be gone before rolling.
+    code, _, err = run(fake, env, "disable", "-y", "--timeout", "30s")
+    assert code == 0, err
+    assert [w[0] for w in fake.writes] == ["create", "restart", "delete", "restart"]
+    assert fake.pushed_at_restart == [True, True]
+
+
+def test_a_filter_istiod_never_pushes_is_not_followed_by_a_restart(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress(), propagate=False)
+    code, _, err = run(fake, env, "enable", "-y", "--timeout", "1s")
+    assert code == 4
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: gateway istio-system/istio-ingressgateway: istiod has not "
+                           "pushed the change")
+    assert "was not restarted" in last and "revision 'default'" in last
+    assert "istio-ingressgateway-aaaa1-0: port 8080 shows off" in last
+    assert "already done: envoyfilter istio-system/keepalive-istio-ingressgateway created" in last
+    assert [w[0] for w in fake.writes] == ["create"]
+    # Once istiod pushes, Envoy (>= 1.25) takes the options in place on new sockets: the same
+    # command then finds them live and has nothing left to do.
+    fake.propagate = True
+    code, _, err = run(fake, env, "enable", "-y", "--timeout", "30s")
+    assert code == 0, err
+    assert [w[0] for w in fake.writes] == ["create"]
+    assert "nothing to do" in err
 
 
 def test_quic_port_is_never_patched_and_its_tcp_twin_is_matched_by_name(
