@@ -8,6 +8,8 @@ writer and its reader (port, context, selector, namespace, revision) cannot hide
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -154,6 +156,33 @@ def test_the_http3_listener_is_left_alone_and_envoy_accepts_the_update(clean: La
     (gateway,) = json.loads(shown.stdout)["gateways"]
     (udp,) = [lst for p in gateway["pods"] for lst in p["listeners"] if lst["protocol"] == "UDP"]
     assert udp["state"] == "active" and not udp["keepalive"]["enabled"]
+
+
+def test_the_gateway_is_not_rolled_while_istiod_has_not_pushed_the_filter(clean: Lab) -> None:
+    lab = clean
+    namespace, _deployment, selector, ports = STYLES["istiooperator-8080-8443"]
+    before = running_pods(lab, namespace, selector)
+    pid = int((labctl.run_dir() / "istiod-default.pid").read_text())
+    # A frozen istiod keeps its xDS streams open but pushes nothing: an overloaded control plane.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        done = lab.keepalive("enable", "-y", "-n", namespace, "-l", selector, *FAST,
+                             "--timeout", "8s")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert done.returncode == 4, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "istiod has not pushed the change" in last and "was not restarted" in last, last
+    assert "already done: envoyfilter istio-system/keepalive-istio-ingressgateway created" in last
+    assert running_pods(lab, namespace, selector) == before
+    # istiod, thawed, pushes; the running Envoy takes the options in place on new sockets ...
+    tcp = {f"0.0.0.0_{p}" for p in ports}
+    eventually(lambda: with_options(envoys_of(lab, namespace, selector))
+               == {pod: sorted(tcp) for pod in before}, "istiod to push the filter")
+    # ... so the same command, run again, finds nothing left to do and rolls nothing.
+    again = lab.keepalive("enable", "-y", "-n", namespace, "-l", selector, *FAST)
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr
+    assert running_pods(lab, namespace, selector) == before
 
 
 def test_a_root_namespace_filter_without_selector_spreads_and_the_plugins_does_not(
