@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-from kubectl_keepalive import __version__, app, durations, envoyfilter, render
+from kubectl_keepalive import __version__, app, applying, durations, envoyfilter, render
 from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageError
 from kubectl_keepalive.model import Gateway, KeepaliveSettings
 
@@ -202,7 +202,7 @@ def cmd_enable(ctx: Context) -> int:
         settings = _recommended(ctx, cluster, scope, settings)
     plan = app.plan_enable(cluster, scope, settings, ports)
     _notices(ctx, plan)
-    app.check_foreign(plan, args.force)
+    applying.check_foreign(plan, args.force)
     return _carry_out(ctx, cluster, scope, plan, timeout)
 
 
@@ -299,7 +299,7 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
     if not args.yes and args.dry_run == "none" and not _confirm(ctx, plan):
         ctx.note("aborted: nothing was changed")
         return EXIT_ABORTED
-    result = app.apply(
+    result = applying.apply(
         cluster, plan, scope,
         restart=not args.no_restart,
         timeout=float(timeout),

@@ -1,0 +1,316 @@
+"""Applying a plan: write the filter, wait for istiod's push, roll, wait and verify.
+
+Gateway by gateway, each step is recorded in an `ApplyResult`, so a failure halfway says what
+was done and a re-run of the same command finishes the job.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_keepalive import envoyfilter, rollout, sockopts
+from kubectl_keepalive.app import (
+    GatewayPlan,
+    Plan,
+    PodListeners,
+    Report,
+    Scope,
+    describe_keepalive,
+    describe_settings,
+    discover,
+    read_pods,
+)
+from kubectl_keepalive.cluster import Cluster
+from kubectl_keepalive.errors import ClusterError, ConflictError, KeepaliveError
+from kubectl_keepalive.model import Gateway, KeepaliveSettings, ListenerState
+
+
+@dataclass
+class ApplyResult:
+    """What was done, gateway by gateway, in words that say exactly what changed."""
+
+    done: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class PartialFailure(KeepaliveError):
+    """Some steps succeeded before one failed; the message lists both, and a re-run finishes."""
+
+    def __init__(self, cause: KeepaliveError, result: ApplyResult) -> None:
+        done = "; ".join(result.done) or "nothing"
+        super().__init__(f"{cause} (already done: {done}; re-run the same command to finish)")
+        self.exit_code = cause.exit_code
+
+
+def check_foreign(plan: Plan, force: bool) -> None:
+    if force or plan.settings is None:
+        return
+    for gp in plan.gateways:
+        if gp.foreign:
+            names = ", ".join(str(f) for f in gp.foreign)
+            raise ConflictError(
+                f"gateway {gp.gateway.namespace}/{gp.gateway.name} already gets keepalive "
+                f"socket options from EnvoyFilter {names}; both would apply (MERGE appends) and "
+                "the later one wins: remove it, or pass --force to add ours anyway"
+            )
+
+
+def apply(
+    cluster: Cluster,
+    plan: Plan,
+    scope: Scope,
+    *,
+    restart: bool,
+    timeout: float,
+    report: Report,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),
+    dry_run: bool = False,
+) -> ApplyResult:
+    """Write filters, roll, wait and verify, gateway by gateway, reporting what was done."""
+    result = ApplyResult()
+    deadline = clock() + timeout
+    try:
+        for gp in plan.gateways:
+            _apply_one(cluster, gp, plan, scope, restart, deadline, report, clock, sleep, now,
+                       dry_run, result)
+    except KeepaliveError as exc:
+        if result.done:
+            raise PartialFailure(exc, result) from None
+        raise
+    return result
+
+
+def _apply_one(
+    cluster: Cluster,
+    gp: GatewayPlan,
+    plan: Plan,
+    scope: Scope,
+    restart: bool,
+    deadline: float,
+    report: Report,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    now: Callable[[], datetime.datetime],
+    dry_run: bool,
+    result: ApplyResult,
+) -> None:
+    gw = gp.gateway
+    label = f"{gw.namespace}/{gw.name}"
+    deployment = gw.deployment
+    if restart and gp.needs_restart and deployment is None:
+        raise ClusterError(f"gateway {label} has no Deployment to restart; pass --no-restart")
+    if restart and gp.needs_restart and deployment is not None and deployment.paused:
+        raise ClusterError(
+            f"deployment {label} is paused: `kubectl rollout resume deployment/{gw.name} -n "
+            f"{gw.namespace}` first, or pass --no-restart"
+        )
+    suffix = " (server dry run)" if dry_run else ""
+    if gp.action == "create" and gp.wanted is not None:
+        _create_or_update(cluster, gp.wanted, dry_run)
+        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.wanted)} created{suffix}")
+    elif gp.action == "update" and gp.wanted is not None and gp.current is not None:
+        _update(cluster, gp.current, gp.wanted, dry_run)
+        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.wanted)} updated{suffix}")
+    elif gp.action == "delete" and gp.current is not None:
+        version = str((gp.current.get("metadata") or {}).get("resourceVersion", ""))
+        cluster.delete_envoyfilter(gw.namespace, _name(gp.current), version, dry_run)
+        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.current)} deleted{suffix}")
+    if dry_run:
+        return
+    if not gp.changes:
+        result.verified.append(f"gateway {label}: already {describe_settings(plan.settings)}")
+        return
+    if restart and deployment is not None:
+        if gp.needs_restart:
+            _await_push(cluster, gp, plan, scope, deadline, report, clock, sleep)
+            cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()),
+                                       False)
+            result.done.append(f"deployment {label} restarted")
+        rollout.wait(
+            gw.name,
+            lambda: cluster.rollout_state(gw.namespace, gw.name),
+            max(0.0, deadline - clock()),
+            clock,
+            sleep,
+            report,
+        )
+        result.done.append(f"deployment {label} rolled out")
+    _verify(cluster, gp, plan, scope, deadline, report, clock, sleep, result)
+
+
+def _create_or_update(cluster: Cluster, wanted: dict[str, Any], dry_run: bool) -> None:
+    from kubectl_keepalive.kube import AlreadyExists
+
+    namespace = wanted["metadata"]["namespace"]
+    try:
+        cluster.create_envoyfilter(namespace, wanted, dry_run)
+    except AlreadyExists:
+        # Another enable created it since we read: converge on it instead of failing.
+        current = cluster.get_envoyfilter(namespace, _name(wanted))
+        if current is None:
+            raise ClusterError(f"envoyfilter {namespace}/{_name(wanted)} vanished") from None
+        if envoyfilter.comparable(current) != envoyfilter.comparable(wanted):
+            _update(cluster, current, wanted, dry_run)
+
+
+def _update(cluster: Cluster, current: dict[str, Any], wanted: dict[str, Any],
+            dry_run: bool) -> None:
+    import jsonpatch
+
+    if not envoyfilter.is_managed(current):
+        raise ConflictError(
+            f"envoyfilter {_ns(current)}/{_name(current)} exists but is not managed by "
+            "kubectl-keepalive; refusing to overwrite it"
+        )
+    version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+    operations = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
+    operations += jsonpatch.make_patch(
+        envoyfilter.comparable(current), envoyfilter.comparable(wanted)
+    ).patch
+    cluster.patch_envoyfilter(_ns(current), _name(current), operations, dry_run)
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _ns(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace", ""))
+
+
+def _verify(
+    cluster: Cluster,
+    gp: GatewayPlan,
+    plan: Plan,
+    scope: Scope,
+    deadline: float,
+    report: Report,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    result: ApplyResult,
+) -> None:
+    """Re-read every current pod until each shows the wanted state on every port, or time out."""
+    from kubectl_keepalive.errors import VerificationError
+
+    gw = gp.gateway
+    label = f"{gw.namespace}/{gw.name}"
+    ports = sorted({c.port for c in gp.ports} | _planned_ports(gp))
+    pending: list[str] = []
+    while True:
+        fresh = [g for g in discover(cluster, _scope_for(gw, scope)) if g.name == gw.name]
+        pods = fresh[0].pods if fresh else ()
+        reads = read_pods(cluster, pods, scope)
+        pending = []
+        for pod in pods:
+            got = reads.get(f"{pod.namespace}/{pod.name}")
+            if got is None or got.error:
+                pending.append(f"{pod.name}: {got.error if got else 'pod is ' + pod.phase}")
+                continue
+            for port in ports:
+                pending.extend(_port_problem(got, port, plan.settings))
+        if pods and not pending:
+            what = describe_settings(plan.settings)
+            result.verified.append(
+                f"gateway {label}: {what} on port(s) {', '.join(map(str, ports))} of "
+                f"{len(pods)} pod(s)"
+            )
+            return
+        if clock() >= deadline:
+            raise VerificationError(
+                f"gateway {label}: options not live within the timeout: "
+                + ("; ".join(pending) or "no running pods")
+            )
+        report(f"waiting for gateway {label} to show {describe_settings(plan.settings)} "
+               f"({len(pending)} pending)")
+        sleep(min(2.0, max(0.0, deadline - clock())))
+
+
+def _await_push(
+    cluster: Cluster,
+    gp: GatewayPlan,
+    plan: Plan,
+    scope: Scope,
+    deadline: float,
+    report: Report,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    """Before a restart, wait until istiod has pushed the filter change to the running pods.
+
+    Restarting first races istiod's debounce: a new pod may start with the old listeners and
+    take the options in place later, draining the connections it accepted meanwhile. And when
+    no istiod translates the filter, a restart would only cut traffic. Every readable pod's
+    newest listener config (active, warming or rejected) must show the wanted state; pods that
+    cannot be read are not waited for (verification covers them after the restart). With a
+    foreign keepalive filter on the gateway the pushed state cannot be predicted: no wait.
+    """
+    from kubectl_keepalive.errors import VerificationError
+
+    if gp.foreign:
+        return
+    gw = gp.gateway
+    label = f"{gw.namespace}/{gw.name}"
+    ports = sorted({c.port for c in gp.ports} | _planned_ports(gp))
+    while True:
+        fresh = [g for g in discover(cluster, _scope_for(gw, scope)) if g.name == gw.name]
+        reads = read_pods(cluster, fresh[0].pods if fresh else (), scope)
+        pending = [problem for got in reads.values() if not got.error for port in ports
+                   if (problem := _not_pushed(got, port, plan.settings))]
+        if not pending:
+            return
+        if clock() >= deadline:
+            revision = gw.revision or "default"
+            raise VerificationError(
+                f"gateway {label}: istiod has not pushed the change to its pods within the "
+                f"timeout, so deployment {label} was not restarted ({'; '.join(pending)}); "
+                f"is istiod for revision {revision!r} running?"
+            )
+        report(f"waiting for istiod to push the change to gateway {label} before restarting "
+               f"({len(pending)} pending)")
+        sleep(min(1.0, max(0.0, deadline - clock())))
+
+
+def _not_pushed(got: PodListeners, port: int, wanted: KeepaliveSettings | None) -> str | None:
+    """What the pod's newest config for the TCP port shows, unless it is the wanted state (or
+    there is no such listener, so nothing to wait for)."""
+    newest = [lst for lst in got.listeners
+              if lst.port == port and lst.protocol == "TCP"
+              and lst.state is not ListenerState.DRAINING]
+    shown = [sockopts.keepalive_of(lst.options) for lst in newest]
+    if not shown or any(k.matches(wanted) if wanted else not k.enabled for k in shown):
+        return None
+    name = got.pod.name if got.pod else "?"
+    return f"{name}: port {port} shows {describe_keepalive(shown[0])}"
+
+
+def _planned_ports(gp: GatewayPlan) -> set[int]:
+    source = gp.wanted if gp.wanted is not None else gp.current
+    return set(envoyfilter.settings_in(source)) if source else set()
+
+
+def _scope_for(gateway: Gateway, scope: Scope) -> Scope:
+    return Scope(gateway.namespace, scope.selector, scope.root_namespace, scope.parallel,
+                 scope.pod_timeout)
+
+
+def _port_problem(got: PodListeners, port: int, wanted: KeepaliveSettings | None) -> list[str]:
+    name = got.pod.name if got.pod else "?"
+    for lst in got.listeners:
+        if lst.port == port and lst.protocol == "TCP" and lst.state is ListenerState.REJECTED:
+            return [f"{name}: port {port} update rejected: {lst.error}"]
+    active = [lst for lst in got.listeners
+              if lst.port == port and lst.protocol == "TCP" and lst.state is ListenerState.ACTIVE]
+    if not active:
+        return [f"{name}: no active TCP listener on port {port}"]
+    keepalive = sockopts.keepalive_of(active[0].options)
+    ok = keepalive.matches(wanted) if wanted else not keepalive.enabled
+    if ok:
+        return []
+    return [f"{name}: port {port} shows {describe_keepalive(keepalive)}"]
