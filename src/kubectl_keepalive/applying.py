@@ -26,7 +26,7 @@ from kubectl_keepalive.app import (
 )
 from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.errors import ClusterError, ConflictError, KeepaliveError
-from kubectl_keepalive.model import Gateway, KeepaliveSettings, ListenerState
+from kubectl_keepalive.model import Gateway, KeepaliveSettings, ListenerState, Pod
 
 
 @dataclass
@@ -75,11 +75,10 @@ def apply(
 ) -> ApplyResult:
     """Write filters, roll, wait and verify, gateway by gateway, reporting what was done."""
     result = ApplyResult()
-    deadline = clock() + timeout
+    run = _Run(cluster, plan, scope, clock() + timeout, report, clock, sleep)
     try:
         for gp in plan.gateways:
-            _apply_one(cluster, gp, plan, scope, restart, deadline, report, clock, sleep, now,
-                       dry_run, result)
+            _apply_one(run, gp, restart, now, dry_run, result)
     except KeepaliveError as exc:
         if result.done:
             raise PartialFailure(exc, result) from None
@@ -87,20 +86,38 @@ def apply(
     return result
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one apply shares: where, what, and one deadline for all waits."""
+
+    cluster: Cluster
+    plan: Plan
+    scope: Scope
+    deadline: float
+    report: Report
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+    def read(self, gw: Gateway) -> tuple[tuple[Pod, ...], dict[str, PodListeners]]:
+        """The gateway's current pods, found afresh (a rollout replaces them), and their reads."""
+        fresh = [g for g in discover(self.cluster, _scope_for(gw, self.scope))
+                 if g.name == gw.name]
+        pods = fresh[0].pods if fresh else ()
+        return pods, read_pods(self.cluster, pods, self.scope)
+
+
 def _apply_one(
-    cluster: Cluster,
+    run: _Run,
     gp: GatewayPlan,
-    plan: Plan,
-    scope: Scope,
     restart: bool,
-    deadline: float,
-    report: Report,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
     now: Callable[[], datetime.datetime],
     dry_run: bool,
     result: ApplyResult,
 ) -> None:
+    cluster, plan = run.cluster, run.plan
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
     deployment = gw.deployment
@@ -129,20 +146,20 @@ def _apply_one(
         return
     if restart and deployment is not None:
         if gp.needs_restart:
-            _await_push(cluster, gp, plan, scope, deadline, report, clock, sleep)
+            _await_push(run, gp)
             cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()),
                                        False)
             result.done.append(f"deployment {label} restarted")
         rollout.wait(
             gw.name,
             lambda: cluster.rollout_state(gw.namespace, gw.name),
-            max(0.0, deadline - clock()),
-            clock,
-            sleep,
-            report,
+            run.left(),
+            run.clock,
+            run.sleep,
+            run.report,
         )
         result.done.append(f"deployment {label} rolled out")
-    _verify(cluster, gp, plan, scope, deadline, report, clock, sleep, result)
+    _verify(run, gp, result)
 
 
 def _create_or_update(cluster: Cluster, wanted: dict[str, Any], dry_run: bool) -> None:
@@ -185,29 +202,17 @@ def _ns(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("namespace", ""))
 
 
-def _verify(
-    cluster: Cluster,
-    gp: GatewayPlan,
-    plan: Plan,
-    scope: Scope,
-    deadline: float,
-    report: Report,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-    result: ApplyResult,
-) -> None:
+def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult) -> None:
     """Re-read every current pod until each shows the wanted state on every port, or time out."""
     from kubectl_keepalive.errors import VerificationError
 
+    plan = run.plan
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
-    ports = sorted({c.port for c in gp.ports} | _planned_ports(gp))
-    pending: list[str] = []
+    ports = _ports_of(gp)
     while True:
-        fresh = [g for g in discover(cluster, _scope_for(gw, scope)) if g.name == gw.name]
-        pods = fresh[0].pods if fresh else ()
-        reads = read_pods(cluster, pods, scope)
-        pending = []
+        pods, reads = run.read(gw)
+        pending: list[str] = []
         for pod in pods:
             got = reads.get(f"{pod.namespace}/{pod.name}")
             if got is None or got.error:
@@ -222,26 +227,17 @@ def _verify(
                 f"{len(pods)} pod(s)"
             )
             return
-        if clock() >= deadline:
+        if not run.left():
             raise VerificationError(
                 f"gateway {label}: options not live within the timeout: "
                 + ("; ".join(pending) or "no running pods")
             )
-        report(f"waiting for gateway {label} to show {describe_settings(plan.settings)} "
-               f"({len(pending)} pending)")
-        sleep(min(2.0, max(0.0, deadline - clock())))
+        run.report(f"waiting for gateway {label} to show {describe_settings(plan.settings)} "
+                   f"({len(pending)} pending)")
+        run.sleep(min(2.0, run.left()))
 
 
-def _await_push(
-    cluster: Cluster,
-    gp: GatewayPlan,
-    plan: Plan,
-    scope: Scope,
-    deadline: float,
-    report: Report,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-) -> None:
+def _await_push(run: _Run, gp: GatewayPlan) -> None:
     """Before a restart, wait until istiod has pushed the filter change to the running pods.
 
     Restarting first races istiod's debounce: a new pod may start with the old listeners and
@@ -257,24 +253,23 @@ def _await_push(
         return
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
-    ports = sorted({c.port for c in gp.ports} | _planned_ports(gp))
+    ports = _ports_of(gp)
     while True:
-        fresh = [g for g in discover(cluster, _scope_for(gw, scope)) if g.name == gw.name]
-        reads = read_pods(cluster, fresh[0].pods if fresh else (), scope)
+        _pods, reads = run.read(gw)
         pending = [problem for got in reads.values() if not got.error for port in ports
-                   if (problem := _not_pushed(got, port, plan.settings))]
+                   if (problem := _not_pushed(got, port, run.plan.settings))]
         if not pending:
             return
-        if clock() >= deadline:
+        if not run.left():
             revision = gw.revision or "default"
             raise VerificationError(
                 f"gateway {label}: istiod has not pushed the change to its pods within the "
                 f"timeout, so deployment {label} was not restarted ({'; '.join(pending)}); "
                 f"is istiod for revision {revision!r} running?"
             )
-        report(f"waiting for istiod to push the change to gateway {label} before restarting "
-               f"({len(pending)} pending)")
-        sleep(min(1.0, max(0.0, deadline - clock())))
+        run.report(f"waiting for istiod to push the change to gateway {label} before "
+                   f"restarting ({len(pending)} pending)")
+        run.sleep(min(1.0, run.left()))
 
 
 def _not_pushed(got: PodListeners, port: int, wanted: KeepaliveSettings | None) -> str | None:
@@ -290,9 +285,11 @@ def _not_pushed(got: PodListeners, port: int, wanted: KeepaliveSettings | None) 
     return f"{name}: port {port} shows {describe_keepalive(shown[0])}"
 
 
-def _planned_ports(gp: GatewayPlan) -> set[int]:
+def _ports_of(gp: GatewayPlan) -> list[int]:
+    """The ports the plan changes, and those its filter (new, or the one removed) names."""
     source = gp.wanted if gp.wanted is not None else gp.current
-    return set(envoyfilter.settings_in(source)) if source else set()
+    planned = set(envoyfilter.settings_in(source)) if source else set()
+    return sorted({c.port for c in gp.ports} | planned)
 
 
 def _scope_for(gateway: Gateway, scope: Scope) -> Scope:
