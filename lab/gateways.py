@@ -32,6 +32,10 @@ POD_NETWORK_FIRST, POD_NETWORK_LAST = "198.18.64.2", "198.18.127.254"
 ROOT_NAMESPACE = "istio-system"
 # One istiod per control-plane revision, each with plaintext xDS on a port of its own.
 XDS_PORTS = {"default": 15010, "canary": 15110}
+# A revision tag (an injection alias, as `istioctl tag set prod-stable --revision canary` makes):
+# the canary gateway is labelled with it, the way platform teams keep gateway labels stable.
+REVISION_TAG = "prod-stable"
+REVISION_TAG_TARGET = "canary"
 # The upstream the lab's routes send /slow to: a server that tests start inside a pod's network
 # namespace (as the incident lab's backend), reached through a ServiceEntry at 127.0.0.1.
 SLOW_BACKEND_HOST = "slow-backend.lab.internal"
@@ -53,6 +57,9 @@ class Gateway:
     # A TLS Secret (credentialName) to terminate 443 with, which also gives an HTTP/3 listener;
     # without one, 443 is TLS passthrough.
     tls_credential: str | None = None
+    # What an injector records as the pod annotation `istio.io/rev`: its own revision, which the
+    # label may not be (a tag). The lab has no injector, so the pod template carries it.
+    injected_revision: str | None = None
 
     @property
     def key(self) -> str:
@@ -64,7 +71,8 @@ class Gateway:
 
     @property
     def revision(self) -> str:
-        return self.pod_labels.get("istio.io/rev", "default")
+        """The istiod revision that serves the pods."""
+        return self.injected_revision or self.pod_labels.get("istio.io/rev", "default")
 
 
 def _status_ports(*ports: tuple[str, int, int]) -> tuple[tuple[str, int, int], ...]:
@@ -129,14 +137,15 @@ SEEDED: tuple[Gateway, ...] = (
             "gateway.istio.io/managed": "istio.io-gateway-controller",
         },
     ),
-    # A gateway served by a revisioned control plane ("canary").
+    # A gateway served by a revisioned control plane ("canary"), labelled with a revision tag
+    # that points to it.
     Gateway(
         namespace="istio-canary",
         name="istio-ingressgateway-canary",
         pod_labels={
             "app": "istio-ingressgateway-canary",
             "istio": "ingressgateway-canary",
-            "istio.io/rev": "canary",
+            "istio.io/rev": REVISION_TAG,
             "service.istio.io/canonical-name": "istio-ingressgateway-canary",
             "service.istio.io/canonical-revision": "canary",
             "sidecar.istio.io/inject": "false",
@@ -145,6 +154,7 @@ SEEDED: tuple[Gateway, ...] = (
         listener_ports=(8080, 8443),
         service_ports=_status_ports(("http2", 80, 8080), ("https", 443, 8443)),
         replicas=1,
+        injected_revision=REVISION_TAG_TARGET,
     ),
     # A second IstioOperator gateway in the root namespace, with several replicas.
     Gateway(
@@ -203,6 +213,8 @@ def deployment_manifest(gw: Gateway) -> JSON:
                         "prometheus.io/port": "15020",
                         "prometheus.io/scrape": "true",
                         "prometheus.io/path": "/stats/prometheus",
+                        **({"istio.io/rev": gw.injected_revision} if gw.injected_revision
+                           else {}),
                     },
                 },
                 "spec": {
@@ -255,6 +267,21 @@ def service_manifest(gw: Gateway) -> JSON:
             ),
         },
     }
+
+
+def revision_tag_manifests() -> list[JSON]:
+    """The tag as `istioctl tag set` records it: a MutatingWebhookConfiguration labelled with
+    the tag and its revision, which istiod's tag watcher reads. Without webhooks here: the lab
+    has no injector, and a webhook that fails would block pod creation."""
+    return [{
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {
+            "name": f"istio-revision-tag-{REVISION_TAG}",
+            "labels": {"istio.io/tag": REVISION_TAG, "istio.io/rev": REVISION_TAG_TARGET},
+        },
+        "webhooks": [],
+    }]
 
 
 def node_manifests(count: int = 2) -> list[JSON]:

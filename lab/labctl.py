@@ -366,7 +366,8 @@ def gateway_certificate() -> tuple[str, str]:
 
 
 def seed(kubeconfig: str) -> None:
-    items: list[JSON] = [*gws.node_manifests(), *gws.namespace_manifests()]
+    items: list[JSON] = [*gws.node_manifests(), *gws.namespace_manifests(),
+                         *gws.revision_tag_manifests()]
     cert, key = gateway_certificate()
     for gw in gws.SEEDED:
         items += [gws.deployment_manifest(gw), gws.service_manifest(gw), *gws.istio_manifests(gw),

@@ -65,16 +65,34 @@ def group_gateways(
         deployment = owners[(namespace, name)]
         selector = dict(deployment.selector) if deployment else {}
         labels = deployment.template_labels if deployment else members[0].labels
-        revision = labels.get(REVISION_LABEL) or members[0].labels.get(REVISION_LABEL)
+        live = tuple(sorted((p for p in members if not p.terminating), key=lambda p: p.name))
+        revision = serving_revision(live or tuple(members), labels)
         if revision == "default":
             # The default revision's istiod takes unlabelled (global) config; labelling a filter
             # `default` could hide it from an istiod whose revision name is empty.
             revision = None
-        live = tuple(sorted((p for p in members if not p.terminating), key=lambda p: p.name))
         gateways.append(
             Gateway(namespace, name, selector, revision or None, live, deployment)
         )
     return gateways
+
+
+def serving_revision(pods: tuple[Pod, ...], template_labels: dict[str, str]) -> str | None:
+    """The istiod revision a revision-labelled filter for these pods must name.
+
+    istiod matches a config's `istio.io/rev` label against its own revision only, never against
+    a revision tag, yet a gateway labelled `istio.io/rev: prod-stable` (a tag) keeps that label
+    on its pods; the injector's record of its revision is what counts. Pods injected by several
+    revisions (an upgrade half done): None, so every istiod takes the filter (its
+    workloadSelector still confines it to this gateway).
+    """
+    injected = {p.injected_revision for p in pods if p.injected_revision}
+    if len(injected) > 1:
+        return None
+    if injected:
+        return injected.pop()
+    return template_labels.get(REVISION_LABEL) or (
+        pods[0].labels.get(REVISION_LABEL) if pods else None)
 
 
 def _fallback_name(pod: Pod) -> str:

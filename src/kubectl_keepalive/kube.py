@@ -16,7 +16,13 @@ import threading
 import urllib.parse
 from typing import Any
 
-from kubectl_keepalive.cluster import FIELD_MANAGER, AdminRead, Condition, RolloutState
+from kubectl_keepalive.cluster import (
+    FIELD_MANAGER,
+    REVISION_LABEL,
+    AdminRead,
+    Condition,
+    RolloutState,
+)
 from kubectl_keepalive.errors import ClusterError, ForbiddenError, KeepaliveError
 from kubectl_keepalive.kubeconfig import ResolvedConfig
 from kubectl_keepalive.model import Deployment, Pod
@@ -365,7 +371,21 @@ def _pod(item: dict[str, Any]) -> Pod:
         terminating=bool(meta.get("deletionTimestamp")),
         replicaset=owner,
         containers=containers,
+        injected_revision=_injected_revision(meta.get("annotations") or {}),
     )
+
+
+def _injected_revision(annotations: dict[str, Any]) -> str | None:
+    """The injector writes its revision as the `istio.io/rev` annotation; older injectors only
+    into the `sidecar.istio.io/status` JSON."""
+    revision = annotations.get(REVISION_LABEL)
+    if not revision:
+        try:
+            revision = json.loads(annotations.get("sidecar.istio.io/status") or "{}").get(
+                "revision")
+        except (ValueError, AttributeError):
+            revision = None
+    return str(revision) if revision else None
 
 
 def _deployment(item: dict[str, Any]) -> Deployment:

@@ -80,6 +80,9 @@ class Pod:
     terminating: bool = False
     replicaset: str | None = None
     containers: tuple[str, ...] = ()
+    # The revision whose injector (and so whose istiod) serves the pod, as the injector records
+    # it in the pod's annotations. The `istio.io/rev` label may name a revision tag instead.
+    injected_revision: str | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,40 @@ def test_default_revision_is_not_a_revision_and_bare_pods_are_named_by_label() -
     assert (gateway.name, gateway.revision, gateway.deployment) == ("web", None, None)
 
 
+def test_a_revision_tag_label_gives_way_to_the_injectors_revision() -> None:
+    # `istio.io/rev: prod-stable` is a tag (an injection alias); istiod matches config labels
+    # against its revision only, so the filter must name the revision that injected the pods.
+    labels = {"app": "gw", "istio": "gw", "pod-template-hash": "h1", "istio.io/rev": "prod-stable"}
+    deployment = Deployment("gw-ns", "gw", {"app": "gw"},
+                            {"app": "gw", "istio.io/rev": "prod-stable"})
+    injected = [Pod("gw-ns", f"gw-h1-{i}", labels, "Running", True, False, "gw-h1", PROXY,
+                    injected_revision="1-31-0") for i in range(2)]
+    (gateway,) = group_gateways(injected, [deployment])
+    assert gateway.revision == "1-31-0"
+    # Half-way through an upgrade the pods come from two revisions: no revision label at all,
+    # so that both istiods apply the filter.
+    upgrading = [injected[0], Pod("gw-ns", "gw-h1-9", labels, "Running", True, False, "gw-h1",
+                                  PROXY, injected_revision="1-32-0")]
+    (gateway,) = group_gateways(upgrading, [deployment])
+    assert gateway.revision is None
+    # Not injected (no record): the labels are all there is.
+    (gateway,) = group_gateways([pod("gw-h1-0", labels, "gw-h1", namespace="gw-ns")],
+                                [deployment])
+    assert gateway.revision == "prod-stable"
+
+
+def test_the_injector_records_its_revision_in_the_pod_annotations() -> None:
+    from kubectl_keepalive.kube import _pod
+
+    def parsed(annotations: dict[str, str]) -> str | None:
+        return _pod({"metadata": {"name": "p", "annotations": annotations}}).injected_revision
+
+    assert parsed({"istio.io/rev": "canary"}) == "canary"
+    assert parsed({"sidecar.istio.io/status": '{"revision": "1-20-2"}'}) == "1-20-2"
+    assert parsed({"sidecar.istio.io/status": "not json"}) is None
+    assert parsed({}) is None
+
+
 def test_istio_labelled_pods_without_a_proxy_are_not_gateways() -> None:
     assert group_gateways([pod("x", {"istio": "ingressgateway"}, None, ("app",))], []) == []
     assert group_gateways([pod("p", {"istio": "pilot"}, None)], []) == []
