@@ -160,8 +160,7 @@ def foreign_keepalive_filters(
         namespace = str(meta.get("namespace", ""))
         if is_managed(obj) or namespace not in (gateway.namespace, root_namespace):
             continue
-        revision = (meta.get("labels") or {}).get(REVISION_LABEL)
-        if revision and revision != (gateway.revision or "default"):
+        if skipped_for_revision(obj, gateway):
             continue
         selector = ((obj.get("spec") or {}).get("workloadSelector") or {}).get("labels") or {}
         if any(pod_labels.get(k) != v for k, v in selector.items()):
@@ -180,6 +179,22 @@ def foreign_keepalive_filters(
         if hit_ports:
             found.append(ForeignFilter(namespace, str(meta.get("name", "")), tuple(hit_ports)))
     return sorted(found, key=lambda f: (f.namespace, f.name))
+
+
+def serving_revisions(gateway: Gateway) -> set[str]:
+    """The revisions whose istiod serves the gateway's pods ("default": the unrevisioned one)."""
+    found = {p.injected_revision or p.labels.get(REVISION_LABEL) or "default"
+             for p in gateway.pods}
+    return found or {gateway.revision or "default"}
+
+
+def skipped_for_revision(obj: Mapping[str, Any], gateway: Gateway) -> str | None:
+    """The filter's `istio.io/rev` label when no istiod serving the gateway takes the filter
+    (istiod compares the label with its own revision, never with a tag); else None."""
+    revision = ((obj.get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL)
+    if revision and revision not in serving_revisions(gateway):
+        return str(revision)
+    return None
 
 
 def _listener_patches(obj: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:

@@ -141,6 +141,17 @@ def status_notes(report: app.StatusReport) -> list[str]:
                 f"gateway {gw.gateway.namespace}/{gw.gateway.name}: EnvoyFilter {foreign} also "
                 "sets keepalive socket options"
             )
+        skipped = gw.managed_filter and envoyfilter.skipped_for_revision(gw.managed_filter,
+                                                                         gw.gateway)
+        if skipped:
+            served = ", ".join(sorted(envoyfilter.serving_revisions(gw.gateway)))
+            notes.append(
+                f"gateway {gw.gateway.namespace}/{gw.gateway.name}: its EnvoyFilter "
+                f"{(gw.managed_filter or {}).get('metadata', {}).get('name')} is labelled "
+                f"istio.io/rev={skipped}"
+                f" but its pods are served by revision {served}, so no istiod applies it; "
+                "`kubectl keepalive enable` relabels it"
+            )
     return notes
 
 

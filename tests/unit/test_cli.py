@@ -118,6 +118,25 @@ def test_foreign_filter_blocks_enable_unless_forced(env: dict[str, str]) -> None
         "istio-system/hand-made-keepalive"]
 
 
+def test_status_says_when_no_istiod_takes_the_managed_filter(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    assert run(fake, env, "enable", "-y")[0] == 0
+    (key,) = fake.filters
+    # Labelled for a revision (or a tag) that serves none of the gateway's pods.
+    fake.filters[key]["metadata"]["labels"]["istio.io/rev"] = "prod-stable"
+    code, _, err = run(fake, env, "status")
+    assert code == 0
+    assert ("gateway istio-system/istio-ingressgateway: its EnvoyFilter "
+            "keepalive-istio-ingressgateway is labelled istio.io/rev=prod-stable but its pods are "
+            "served by revision default, so no istiod applies it") in err
+    # enable relabels it (the label is part of what it owns) and the note is gone.
+    code, out, err = run(fake, env, "diff")
+    assert code == 1 and "-    istio.io/rev: prod-stable" in out, out
+    assert run(fake, env, "enable", "-y")[0] == 0
+    assert "istio.io/rev" not in fake.filters[key]["metadata"]["labels"]
+    assert "no istiod applies it" not in run(fake, env, "status")[2]
+
+
 def test_disable_removes_only_the_managed_filter(env: dict[str, str]) -> None:
     fake = FakeCluster(ingress())
     fake.add_filter({"metadata": {"name": "unrelated", "namespace": "istio-system"},
