@@ -32,6 +32,19 @@ class Context:
         self.err.flush()
 
 
+def _when_changed(note: Callable[[str], None]) -> Callable[[str], None]:
+    """Progress lines as `kubectl rollout status` prints them: a line again only once it says
+    something new, not every poll of a long wait."""
+    last: list[str] = []
+
+    def report(line: str) -> None:
+        if last != [line]:
+            last[:] = [line]
+            note(line)
+
+    return report
+
+
 def run(ctx: Context) -> int:
     handlers: dict[str, Callable[[Context], int]] = {
         "status": cmd_status,
@@ -303,7 +316,7 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
         cluster, plan, scope,
         restart=not args.no_restart,
         timeout=float(timeout),
-        report=lambda line: ctx.note(line),
+        report=_when_changed(ctx.note),
         dry_run=args.dry_run == "server",
     )
     for line in result.done:
