@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 from kubectl_keepalive import discovery, envoy_dump, envoyfilter, rollout, sockets, sockopts
@@ -333,6 +333,10 @@ def plan_disable(cluster: Cluster, scope: Scope,
     for gw in report.gateways:
         ports = sorted(gw.managed_settings)
         changes, live_ok = _port_changes(gw, ports, None)
+        kept = kept_by_foreign(gw.foreign, ports)
+        # Where another filter also sets keepalive, removing ours leaves its options on.
+        changes = [replace(c, after=f"on (from EnvoyFilter {filter_names(gw.foreign)})")
+                   if c.port in kept else c for c in changes]
         if gw.managed_filter is None:
             # Nothing of ours to remove; keepalive from someone else's filter is not ours to undo.
             live_ok = True
@@ -342,6 +346,17 @@ def plan_disable(cluster: Cluster, scope: Scope,
                         gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway))
         )
     return Plan(tuple(plans), None, report.notices)
+
+
+def kept_by_foreign(foreign: Iterable[envoyfilter.ForeignFilter],
+                    ports: Iterable[int]) -> list[int]:
+    """The ports on which foreign filters set keepalive (what disabling ours leaves on)."""
+    covered = {p for f in foreign for p in f.ports}
+    return sorted(p for p in ports if None in covered or p in covered)
+
+
+def filter_names(foreign: Iterable[envoyfilter.ForeignFilter]) -> str:
+    return ", ".join(f"{f.namespace}/{f.name}" for f in foreign)
 
 
 def _require_gateways(report: StatusReport, scope: Scope) -> None:

@@ -22,6 +22,8 @@ from kubectl_keepalive.app import (
     describe_keepalive,
     describe_settings,
     discover,
+    filter_names,
+    kept_by_foreign,
     read_pods,
 )
 from kubectl_keepalive.cluster import Cluster
@@ -210,6 +212,15 @@ def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult) -> None:
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
     ports = _ports_of(gp)
+    kept = kept_by_foreign(gp.foreign, ports) if gp.wanted is None else []
+    if kept:
+        # Disabling removes only our options; another filter's stay where it puts them.
+        ports = [p for p in ports if p not in kept]
+        result.verified.append(f"gateway {label}: keepalive on port(s) "
+                               f"{', '.join(map(str, kept))} stays, set by EnvoyFilter "
+                               f"{filter_names(gp.foreign)}")
+        if not ports:
+            return
     while True:
         pods, reads = run.read(gw)
         pending: list[str] = []

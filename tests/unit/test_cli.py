@@ -116,6 +116,15 @@ def test_foreign_filter_blocks_enable_unless_forced(env: dict[str, str]) -> None
     assert listener["duplicate_options"] is True
     assert json.loads(out)["gateways"][0]["foreign_envoyfilters"] == [
         "istio-system/hand-made-keepalive"]
+    # Disabling removes ours and verifies that; the foreign filter's option stays, as said.
+    code, out, err = run(fake, env, "disable", "-y", "--timeout", "5s")
+    assert code == 0, err
+    assert "port 8080 (0.0.0.0_8080): on idle=60s interval=10s probes=3 (duplicated options) " \
+        "-> on (from EnvoyFilter istio-system/hand-made-keepalive)" in err
+    assert "port 8443 (0.0.0.0_8443): on idle=60s interval=10s probes=3 -> off" in err
+    assert ("verified: gateway istio-system/istio-ingressgateway: keepalive on port(s) 8080 "
+            "stays, set by EnvoyFilter istio-system/hand-made-keepalive") in out
+    assert "verified: gateway istio-system/istio-ingressgateway: off on port(s) 8443" in out
 
 
 def test_status_says_when_no_istiod_takes_the_managed_filter(env: dict[str, str]) -> None:
