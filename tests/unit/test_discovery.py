@@ -37,26 +37,27 @@ def test_default_revision_is_not_a_revision_and_bare_pods_are_named_by_label() -
     assert (gateway.name, gateway.revision, gateway.deployment) == ("web", None, None)
 
 
-def test_a_revision_tag_label_gives_way_to_the_injectors_revision() -> None:
-    # `istio.io/rev: prod-stable` is a tag (an injection alias); istiod matches config labels
-    # against its revision only, so the filter must name the revision that injected the pods.
-    labels = {"app": "gw", "istio": "gw", "pod-template-hash": "h1", "istio.io/rev": "prod-stable"}
-    deployment = Deployment("gw-ns", "gw", {"app": "gw"},
-                            {"app": "gw", "istio.io/rev": "prod-stable"})
-    injected = [Pod("gw-ns", f"gw-h1-{i}", labels, "Running", True, False, "gw-h1", PROXY,
-                    injected_revision="1-31-0") for i in range(2)]
-    (gateway,) = group_gateways(injected, [deployment])
-    assert gateway.revision == "1-31-0"
-    # Half-way through an upgrade the pods come from two revisions: no revision label at all,
-    # so that both istiods apply the filter.
-    upgrading = [injected[0], Pod("gw-ns", "gw-h1-9", labels, "Running", True, False, "gw-h1",
-                                  PROXY, injected_revision="1-32-0")]
-    (gateway,) = group_gateways(upgrading, [deployment])
-    assert gateway.revision is None
-    # Not injected (no record): the labels are all there is.
-    (gateway,) = group_gateways([pod("gw-h1-0", labels, "gw-h1", namespace="gw-ns")],
-                                [deployment])
-    assert gateway.revision == "prod-stable"
+def test_only_pods_pinned_to_their_injectors_revision_get_a_revision_labelled_filter() -> None:
+    def gateway_revision(label: str | None, *injected: str) -> str | None:
+        labels = {"app": "gw", "istio": "gw", "pod-template-hash": "h1"}
+        if label:
+            labels["istio.io/rev"] = label
+        deployment = Deployment("gw-ns", "gw", {"app": "gw"}, dict(labels))
+        pods = [Pod("gw-ns", f"gw-h1-{i}", labels, "Running", True, False, "gw-h1", PROXY,
+                    injected_revision=rev or None) for i, rev in enumerate(injected)]
+        (gateway,) = group_gateways(pods, [deployment])
+        return gateway.revision
+
+    # Pinned: label and injector agree, so only that revision's istiod need take the filter.
+    assert gateway_revision("1-31-0", "1-31-0", "1-31-0") == "1-31-0"
+    # A tag (`prod-stable`) or no label (namespace label, default tag): istiod never matches a
+    # tag, and the tag moves at the next upgrade, so the filter carries no revision at all.
+    assert gateway_revision("prod-stable", "1-31-0") is None
+    assert gateway_revision(None, "1-31-0") is None
+    # Half-way through an upgrade the pods come from two revisions: none either.
+    assert gateway_revision("1-31-0", "1-31-0", "1-32-0") is None
+    # Not injected (no record): the label is all there is.
+    assert gateway_revision("canary", "") == "canary"
 
 
 def test_the_injector_records_its_revision_in_the_pod_annotations() -> None:
