@@ -28,7 +28,7 @@ from kubectl_keepalive.app import (
 )
 from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.errors import ClusterError, ConflictError, KeepaliveError
-from kubectl_keepalive.model import Gateway, KeepaliveSettings, ListenerState, Pod
+from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
 
 
 @dataclass
@@ -254,42 +254,63 @@ def _await_push(run: _Run, gp: GatewayPlan) -> None:
     Restarting first races istiod's debounce: a new pod may start with the old listeners and
     take the options in place later, draining the connections it accepted meanwhile. And when
     no istiod translates the filter, a restart would only cut traffic. Every readable pod's
-    newest listener config (active, warming or rejected) must show the wanted state; pods that
-    cannot be read are not waited for (verification covers them after the restart). With a
-    foreign keepalive filter on the gateway the pushed state cannot be predicted: no wait.
+    newest listener config (active, warming or rejected) must show the wanted state. A pod that
+    could not be read when planning, or refuses to be read, is not waited for; one that does
+    not answer yet is (verification covers the new pods after the restart either way). Ports
+    where a foreign filter keeps keepalive on after a disable are not waited for.
     """
     from kubectl_keepalive.errors import VerificationError
 
-    if gp.foreign:
-        return
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
     ports = _ports_of(gp)
+    if gp.wanted is None:
+        kept = kept_by_foreign(gp.foreign, ports)
+        ports = [p for p in ports if p not in kept]
+    # Pods already unreadable when planning ("name: error") are not waited for.
+    skipped = {entry.split(":", 1)[0] for entry in gp.unreadable_pods}
     while True:
         _pods, reads = run.read(gw)
-        pending = [problem for got in reads.values() if not got.error for port in ports
-                   if (problem := _not_pushed(got, port, run.plan.settings))]
+        waited = [got for got in reads.values() if got.pod and got.pod.name not in skipped]
+        readable = [got for got in waited if not got.error]
+        pending = [f"{got.pod.name}: {got.error}" for got in waited
+                   if got.pod and got.error and got.transient]
+        pending += [problem for got in readable for port in ports
+                    if (problem := _not_pushed(got, port, run.plan.settings))]
+        if gp.wanted is not None and readable:
+            # A port no pod listens on cannot take the options, before or after a restart.
+            missing = [p for p in ports if not any(_tcp_listeners(got, p) for got in readable)]
+            if missing:
+                raise VerificationError(
+                    f"gateway {label}: no pod has a TCP listener on port(s) "
+                    f"{', '.join(map(str, missing))}, so deployment {label} was not restarted; "
+                    "check --port against `kubectl keepalive status`"
+                )
         if not pending:
             return
         if not run.left():
-            revision = gw.revision or "default"
+            revisions = ", ".join(sorted(envoyfilter.serving_revisions(gw)))
             raise VerificationError(
                 f"gateway {label}: istiod has not pushed the change to its pods within the "
                 f"timeout, so deployment {label} was not restarted ({'; '.join(pending)}); "
-                f"is istiod for revision {revision!r} running?"
+                f"is istiod for revision {revisions} running?"
             )
         run.report(f"waiting for istiod to push the change to gateway {label} before "
                    f"restarting ({len(pending)} pending)")
-        run.sleep(min(1.0, run.left()))
+        run.sleep(min(2.0, run.left()))
+
+
+def _tcp_listeners(got: PodListeners, port: int) -> list[Listener]:
+    """The pod's newest (not draining) TCP listeners on the port."""
+    return [lst for lst in got.listeners
+            if lst.port == port and lst.protocol == "TCP"
+            and lst.state is not ListenerState.DRAINING]
 
 
 def _not_pushed(got: PodListeners, port: int, wanted: KeepaliveSettings | None) -> str | None:
     """What the pod's newest config for the TCP port shows, unless it is the wanted state (or
     there is no such listener, so nothing to wait for)."""
-    newest = [lst for lst in got.listeners
-              if lst.port == port and lst.protocol == "TCP"
-              and lst.state is not ListenerState.DRAINING]
-    shown = [sockopts.keepalive_of(lst.options) for lst in newest]
+    shown = [sockopts.keepalive_of(lst.options) for lst in _tcp_listeners(got, port)]
     if not shown or any(k.matches(wanted) if wanted else not k.enabled for k in shown):
         return None
     name = got.pod.name if got.pod else "?"

@@ -125,6 +125,7 @@ def test_foreign_filter_blocks_enable_unless_forced(env: dict[str, str]) -> None
     assert ("verified: gateway istio-system/istio-ingressgateway: keepalive on port(s) 8080 "
             "stays, set by EnvoyFilter istio-system/hand-made-keepalive") in out
     assert "verified: gateway istio-system/istio-ingressgateway: off on port(s) 8443" in out
+    assert fake.pushed_at_restart[-1] is True  # waited for istiod on 8443, the port left to us
 
 
 def test_status_says_when_no_istiod_takes_the_managed_filter(env: dict[str, str]) -> None:
@@ -211,6 +212,14 @@ def test_the_restart_waits_until_istiod_has_pushed_the_filter(env: dict[str, str
     assert fake.pushed_at_restart == [True, True]
 
 
+def test_a_port_no_pod_listens_on_is_refused_before_any_restart(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    code, _, err = run(fake, env, "enable", "-y", "--port", "8080", "--port", "9999")
+    assert code == 4
+    assert "no pod has a TCP listener on port(s) 9999" in err and "not restarted" in err
+    assert [w[0] for w in fake.writes] == ["create"]
+
+
 def test_a_filter_istiod_never_pushes_is_not_followed_by_a_restart(env: dict[str, str]) -> None:
     fake = FakeCluster(ingress(), propagate=False)
     code, _, err = run(fake, env, "enable", "-y", "--timeout", "3s")
@@ -220,7 +229,7 @@ def test_a_filter_istiod_never_pushes_is_not_followed_by_a_restart(env: dict[str
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: gateway istio-system/istio-ingressgateway: istiod has not "
                            "pushed the change")
-    assert "was not restarted" in last and "revision 'default'" in last
+    assert "was not restarted" in last and "revision default running" in last
     assert "istio-ingressgateway-aaaa1-0: port 8080 shows off" in last
     assert "already done: envoyfilter istio-system/keepalive-istio-ingressgateway created" in last
     assert [w[0] for w in fake.writes] == ["create"]
