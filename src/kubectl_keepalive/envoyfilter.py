@@ -150,7 +150,7 @@ def foreign_keepalive_filters(
 
     A filter reaches a gateway from the root namespace or the gateway's own namespace, when its
     workloadSelector (if any) matches the gateway's pod labels and its revision label (if any)
-    is the gateway's.
+    names a revision serving the gateway's pods.
     """
     wanted_ports = set(ports)
     pod_labels = gateway.pods[0].labels if gateway.pods else dict(gateway.selector)
