@@ -211,11 +211,8 @@ def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult) -> None:
     plan = run.plan
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
-    ports = _ports_of(gp)
-    kept = kept_by_foreign(gp.foreign, ports) if gp.wanted is None else []
+    ports, kept = _ports_of(gp)
     if kept:
-        # Disabling removes only our options; another filter's stay where it puts them.
-        ports = [p for p in ports if p not in kept]
         result.verified.append(f"gateway {label}: keepalive on port(s) "
                                f"{', '.join(map(str, kept))} stays, set by EnvoyFilter "
                                f"{filter_names(gp.foreign)}")
@@ -263,10 +260,7 @@ def _await_push(run: _Run, gp: GatewayPlan) -> None:
 
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
-    ports = _ports_of(gp)
-    if gp.wanted is None:
-        kept = kept_by_foreign(gp.foreign, ports)
-        ports = [p for p in ports if p not in kept]
+    ports, _kept = _ports_of(gp)
     # Pods already unreadable when planning ("name: error") are not waited for.
     skipped = {entry.split(":", 1)[0] for entry in gp.unreadable_pods}
     while True:
@@ -317,11 +311,15 @@ def _not_pushed(got: PodListeners, port: int, wanted: KeepaliveSettings | None) 
     return f"{name}: port {port} shows {describe_keepalive(shown[0])}"
 
 
-def _ports_of(gp: GatewayPlan) -> list[int]:
-    """The ports the plan changes, and those its filter (new, or the one removed) names."""
+def _ports_of(gp: GatewayPlan) -> tuple[list[int], list[int]]:
+    """(ports to check, ports a foreign filter keeps on): those the plan changes and those its
+    filter (new, or the one removed) names. Disabling removes only our options; another
+    filter's stay where it puts them, so those ports are not checked for "off"."""
     source = gp.wanted if gp.wanted is not None else gp.current
     planned = set(envoyfilter.settings_in(source)) if source else set()
-    return sorted({c.port for c in gp.ports} | planned)
+    ports = sorted({c.port for c in gp.ports} | planned)
+    kept = kept_by_foreign(gp.foreign, ports) if gp.wanted is None else []
+    return [p for p in ports if p not in kept], kept
 
 
 def _scope_for(gateway: Gateway, scope: Scope) -> Scope:
