@@ -218,7 +218,7 @@ def sync_state(listener: Listener, wanted: KeepaliveSettings | None) -> str | No
         return None
     if listener.state is ListenerState.REJECTED:
         return "rejected"
-    if listener.state is ListenerState.ACTIVE and sockopts.keepalive_of(listener.options).matches(
+    if listener.state is ListenerState.ACTIVE and sockopts.listener_keepalive(listener).matches(
         wanted
     ):
         return "applied"
@@ -467,7 +467,7 @@ def _port_changes(
                 all_match = False
                 continue
             name = active[0].name
-            keepalive = sockopts.keepalive_of(active[0].options)
+            keepalive = sockopts.listener_keepalive(active[0])
             seen.append(describe_keepalive(keepalive))
             ok = keepalive.matches(wanted) if wanted else not keepalive.enabled
             all_match = all_match and ok and not keepalive.duplicated

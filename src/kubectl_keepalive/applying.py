@@ -304,7 +304,7 @@ def _tcp_listeners(got: PodListeners, port: int) -> list[Listener]:
 def _not_pushed(got: PodListeners, port: int, wanted: KeepaliveSettings | None) -> str | None:
     """What the pod's newest config for the TCP port shows, unless it is the wanted state (or
     there is no such listener, so nothing to wait for)."""
-    shown = [sockopts.keepalive_of(lst.options) for lst in _tcp_listeners(got, port)]
+    shown = [sockopts.listener_keepalive(lst) for lst in _tcp_listeners(got, port)]
     if not shown or any(k.matches(wanted) if wanted else not k.enabled for k in shown):
         return None
     name = got.pod.name if got.pod else "?"
@@ -336,7 +336,7 @@ def _port_problem(got: PodListeners, port: int, wanted: KeepaliveSettings | None
               if lst.port == port and lst.protocol == "TCP" and lst.state is ListenerState.ACTIVE]
     if not active:
         return [f"{name}: no active TCP listener on port {port}"]
-    keepalive = sockopts.keepalive_of(active[0].options)
+    keepalive = sockopts.listener_keepalive(active[0])
     ok = keepalive.matches(wanted) if wanted else not keepalive.enabled
     if ok:
         return []

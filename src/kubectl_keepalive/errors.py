@@ -10,6 +10,7 @@ EXIT_CHANGES = 1  # `diff` found something `enable` would change
 EXIT_USAGE = 2  # bad flags or input; nothing was contacted or changed
 EXIT_CLUSTER = 3  # the cluster refused or failed a request, or a foreign filter is in the way
 EXIT_VERIFY = 4  # the write went through but the options are not live
+EXIT_INTERNAL = 5  # an unexpected failure inside the plugin (a bug): one line, -v for more
 EXIT_INTERRUPTED = 130
 
 

@@ -23,6 +23,30 @@ _PATH_KEYS = {
 
 
 @dataclass(frozen=True)
+class ConnectionFlags:
+    """kubectl's connection flags (cli-runtime's ConfigFlags); None or empty when not given.
+
+    They override what the kubeconfig's context says, as in kubectl.
+    """
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    cluster: str | None = None
+    user: str | None = None
+    server: str | None = None
+    token: str | None = None
+    as_user: str | None = None
+    as_groups: tuple[str, ...] = ()
+    as_uid: str | None = None
+    certificate_authority: str | None = None
+    client_certificate: str | None = None
+    client_key: str | None = None
+    insecure_skip_tls_verify: bool = False
+    tls_server_name: str | None = None
+    request_timeout: float | None = None  # seconds; None: the plugin's default
+
+
+@dataclass(frozen=True)
 class ResolvedConfig:
     """A merged kubeconfig, the context to use and the namespace it implies."""
 

@@ -107,3 +107,6 @@ class Gateway:
     revision: str | None = None
     pods: tuple[Pod, ...] = ()
     deployment: Deployment | None = None
+    # The proxy's job, decided by discovery from what its installer wrote: "ingress",
+    # "egress", "east-west" or "waypoint". Only ingress gateways are acted on by default.
+    role: str = "ingress"

@@ -50,7 +50,7 @@ def _connections(lst: Listener, pod: app.PodListeners) -> dict[str, int] | None:
 
 
 def _listener(lst: Listener, gw: app.GatewayStatus, pod: app.PodListeners) -> dict[str, Any]:
-    keepalive = sockopts.keepalive_of(lst.options)
+    keepalive = sockopts.listener_keepalive(lst)
     wanted = gw.managed_settings.get(lst.port) if lst.port is not None else None
     return {
         "name": lst.name,
@@ -72,7 +72,7 @@ def _listener(lst: Listener, gw: app.GatewayStatus, pod: app.PodListeners) -> di
 
 
 def _keepalive_cell(lst: Listener) -> str:
-    keepalive = sockopts.keepalive_of(lst.options)
+    keepalive = sockopts.listener_keepalive(lst)
     if not keepalive.enabled:
         return "off"
 

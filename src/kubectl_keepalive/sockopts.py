@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from kubectl_keepalive.model import Keepalive, KeepaliveSettings, SocketOption
+from kubectl_keepalive.model import Keepalive, KeepaliveSettings, Listener, SocketOption
 
 SOL_SOCKET = 1
 SO_KEEPALIVE = 9
@@ -77,3 +77,8 @@ def keepalive_of(options: Iterable[SocketOption]) -> Keepalive:
         probes=last.get((IPPROTO_TCP, TCP_KEEPCNT)),
         duplicated=any(c > 1 for c in counts.values()),
     )
+
+
+def listener_keepalive(listener: Listener) -> Keepalive:
+    """What a listener's accepted TCP sockets get: the one reader every command uses."""
+    return keepalive_of(listener.options)
