@@ -27,6 +27,11 @@ def listener(index: int, chains: int) -> dict[str, Any]:
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
         "socket_options": [{"level": "1", "name": "9", "int_value": "1"},
                            {"level": "6", "name": "4", "int_value": "60"}],
+        # Envoy >= 1.37 encodings, so the bench covers every path of the keepalive reader.
+        "tcp_keepalive": {"keepalive_time": 60, "keepalive_interval": 10},
+        "additional_addresses": [{"address": {"socket_address": {"address": "::",
+                                                                 "port_value": port}},
+                                  "socket_options": {}}],
         "filter_chains": [{
             "filter_chain_match": {"server_names": [f"host{index}-{c}.example.com"]},
             "filters": [{

@@ -158,6 +158,28 @@ def edge_gateway(work: Path, port: int) -> dict[str, Any]:
         cluster("backend", common_http_protocol_options={"idle_timeout": "120s"})]}}
 
 
+def istio_edge_gateway(work: Path, port: int) -> dict[str, Any]:
+    """An Istio 1.31 gateway under ProxyConfig connectionSettings profile EDGE: stream idle
+    300s, request timeout 300s, request headers timeout 60s, idle 1h (istio
+    connection_settings.go); routes as Istio renders them (timeout 0s, default retries) and
+    keepalive from Envoy >= 1.37's Listener.tcp_keepalive, so the balancer is held."""
+    gw = listener("0.0.0.0_8080", port, {"name": "envoy.filters.network.http_connection_manager",
+                  "typed_config": hcm("outbound_0.0.0.0_8080", {"route_config": {
+                      "name": "http.8080", "virtual_hosts": [{
+                          "name": "httpbin.example.com:80", "domains": ["*"], "routes": [
+                              {"name": "default", "match": {"prefix": "/"},
+                               "route": {"cluster": ISTIO_CLUSTER, "timeout": "0s",
+                                         "retry_policy": ISTIO_RETRY,
+                                         "max_grpc_timeout": "0s"}}]}]}},
+                      stream_idle_timeout="300s", request_timeout="300s",
+                      request_headers_timeout="60s", use_remote_address=True,
+                      common_http_protocol_options={"idle_timeout": "3600s"})},
+                  tcp_keepalive={"keepalive_time": 60, "keepalive_interval": 10,
+                                 "keepalive_probes": 3})
+    return {"static_resources": {"listeners": [gw], "clusters": [
+        cluster(ISTIO_CLUSTER, connect_timeout="10s")]}}
+
+
 def tcp_passthrough(work: Path, port: int) -> dict[str, Any]:
     """TLS passthrough as Istio renders it: tcp_proxy with an idle timeout, no HTTP."""
     gw = listener("0.0.0.0_15443", port, {"name": "envoy.filters.network.tcp_proxy",
@@ -180,6 +202,7 @@ def envoy_defaults(work: Path, port: int) -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "istio-gateway": istio_gateway,
     "edge-gateway": edge_gateway,
+    "istio-edge-gateway": istio_edge_gateway,
     "tcp-passthrough": tcp_passthrough,
     "envoy-defaults": envoy_defaults,
 }

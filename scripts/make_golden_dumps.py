@@ -21,9 +21,11 @@ Usage: python3 scripts/make_golden_dumps.py [--out DIR] [--case NAME]...
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import json
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -65,6 +67,32 @@ def keepalive(idle: int | None, interval: int | None, probes: int | None) -> lis
         if value is not None:
             options.append(opt(6, name, value))
     return options
+
+
+def buf_opt(level: int, name: int, value: int) -> Json:
+    """The same option with its value as bytes: the C int setsockopt gets, little-endian."""
+    return {"level": str(level), "name": str(name),
+            "buf_value": base64.b64encode(struct.pack("<i", value)).decode(),
+            "state": "STATE_PREBIND"}
+
+
+def typed(option: Json, kind: str) -> Json:
+    """An option for one socket type only: "stream" (TCP) or "datagram" (UDP)."""
+    return {**option, "type": {kind: {}}}
+
+
+def tcp_keepalive(time_s: int | None = None, interval: int | None = None,
+                  probes: int | None = None) -> Json:
+    """Envoy >= 1.37 Listener.tcp_keepalive (core.v3.TcpKeepalive, seconds)."""
+    fields = (("keepalive_time", time_s), ("keepalive_interval", interval),
+              ("keepalive_probes", probes))
+    return {key: value for key, value in fields if value is not None}
+
+
+def extra_address(host: str, port: int, **overrides: Any) -> Json:
+    """An entry of Listener.additional_addresses, with its own socket_options (a
+    SocketOptionsOverride: `{}` means no options) or tcp_keepalive when given."""
+    return {"address": {"socket_address": {"address": host, "port_value": port}}, **overrides}
 
 
 def address(port: int, protocol: str = "TCP") -> Json:
@@ -231,14 +259,28 @@ ISTIO_BOOTSTRAP_CLUSTERS = [
 # -- expected entries (the status contract), written by reading each dump ---------------------
 
 
-def entry(name: str, port: int, state: str = "active", *, static: bool = False,
-          protocol: str = "TCP", ka: tuple[int | None, int | None, int | None] | None = None,
-          duplicate: bool = False, error: str | None = None) -> Json:
-    enabled = ka is not None
+KERNEL = {"idle": 7200, "interval": 75, "probes": 9}  # net.ipv4.tcp_keepalive_* defaults
+Ka = tuple[int | None, int | None, int | None] | None
+
+
+def keepalive_fields(ka: Ka) -> Json:
     idle, interval, probes = ka if ka is not None else (None, None, None)
+    return {"enabled": ka is not None, "idle": idle, "interval": interval, "probes": probes}
+
+
+def entry(name: str, port: int, state: str = "active", *, static: bool = False,
+          protocol: str = "TCP", ka: Ka = None, duplicate: bool = False,
+          error: str | None = None, sources: tuple[str, ...] | None = None,
+          extra: tuple[tuple[str, int, Ka], ...] = ()) -> Json:
+    fields = keepalive_fields(ka)
+    kernel = {k: v for k, v in KERNEL.items() if ka is not None and fields[k] is None}
     return {"name": name, "port": port, "protocol": protocol, "state": state, "static": static,
-            "keepalive": {"enabled": enabled, "idle": idle, "interval": interval,
-                          "probes": probes},
+            "keepalive": fields,
+            "keepalive_from": list(sources if sources is not None
+                                   else ("socket_options",) if ka is not None else ()),
+            "kernel_defaults": kernel or None,
+            "additional_addresses": [{"address": host, "port": p, "keepalive": keepalive_fields(k)}
+                                     for host, p, k in extra],
             "duplicate_options": duplicate, "error": error}
 
 
@@ -401,6 +443,61 @@ CASES = [
                   entry("0.0.0.0_8080", 8080, "rejected", ka=ON, error=REUSE_PORT_REJECTION),
                   entry("0.0.0.0_8443", 8443, ka=ON)])),
 ]
+# Envoy >= 1.37 encodings; each is also run with real sockets by tests/envoy (ss shows timers).
+KEEPALIVE_ENCODING_CASES = [
+    Case("tcp-keepalive",
+         "Envoy >= 1.37 Listener.tcp_keepalive: 8080 gets 60/10/3 from tcp_keepalive alone; "
+         "8443 has tcp_keepalive 100s and socket options SO_KEEPALIVE + TCP_KEEPIDLE 45: "
+         "Envoy sets the socket options last, so 45s wins and the kernel keeps its interval "
+         "and probe count.",
+         lambda cert: [http_listener(8080, tcp_keepalive=tcp_keepalive(*ON)),
+                       passthrough_listener(8443, options=[opt(1, 9, 1), opt(6, 4, 45)],
+                                            tcp_keepalive=tcp_keepalive(100))],
+         no_updates,
+         ordered([*BOOTSTRAP_ENTRIES,
+                  entry("0.0.0.0_8080", 8080, ka=ON, sources=("tcp_keepalive",)),
+                  entry("0.0.0.0_8443", 8443, ka=(45, None, None),
+                        sources=("tcp_keepalive", "socket_options"))])),
+    Case("additional-addresses",
+         "additional_addresses with their own overrides. 8080 (socket options 60/10/3): "
+         "127.0.0.2 overrides them with 30/5/2, 127.0.0.3 has an empty override (no options: "
+         "off). 8443 (tcp_keepalive 100/20/4): 127.0.0.2 overrides tcp_keepalive with 200s, "
+         "127.0.0.3 overrides socket options with SO_KEEPALIVE=0 (set after tcp_keepalive: "
+         "off).",
+         lambda cert: [
+             http_listener(8080, options=keepalive(*ON), additional_addresses=[
+                 extra_address("127.0.0.2", 8080,
+                               socket_options={"socket_options": keepalive(30, 5, 2)}),
+                 extra_address("127.0.0.3", 8080, socket_options={})]),
+             passthrough_listener(8443, tcp_keepalive=tcp_keepalive(100, 20, 4),
+                                  additional_addresses=[
+                 extra_address("127.0.0.2", 8443, tcp_keepalive=tcp_keepalive(200)),
+                 extra_address("127.0.0.3", 8443,
+                               socket_options={"socket_options": [opt(1, 9, 0)]})])],
+         no_updates,
+         ordered([*BOOTSTRAP_ENTRIES,
+                  entry("0.0.0.0_8080", 8080, ka=ON, extra=(
+                      ("127.0.0.2", 8080, (30, 5, 2)), ("127.0.0.3", 8080, None))),
+                  entry("0.0.0.0_8443", 8443, ka=(100, 20, 4), sources=("tcp_keepalive",),
+                        extra=(("127.0.0.2", 8443, (200, None, None)),
+                               ("127.0.0.3", 8443, None)))])),
+    Case("buf-value",
+         "Socket options with buf_value (the int as little-endian bytes) on 8080: 60/10/3. "
+         "8443 types them: SO_KEEPALIVE for stream sockets, TCP_KEEPIDLE 33 for datagram "
+         "sockets only (never reaches TCP), TCP_KEEPINTVL 12 untyped: idle stays the kernel's.",
+         lambda cert: [
+             http_listener(8080, options=[buf_opt(1, 9, 1), buf_opt(6, 4, 60),
+                                          buf_opt(6, 5, 10), buf_opt(6, 6, 3)]),
+             passthrough_listener(8443, options=[typed(opt(1, 9, 1), "stream"),
+                                                 typed(opt(6, 4, 33), "datagram"),
+                                                 opt(6, 5, 12)])],
+         no_updates,
+         ordered([*BOOTSTRAP_ENTRIES, entry("0.0.0.0_8080", 8080, ka=ON),
+                  entry("0.0.0.0_8443", 8443, ka=(None, 12, None))])),
+]
+CASES += KEEPALIVE_ENCODING_CASES
+# SO_KEEPALIVE alone (kernel timers) is ingressgateway-8080-on-no-timers, also run with sockets.
+SOCKET_CASES = [c.name for c in KEEPALIVE_ENCODING_CASES] + ["ingressgateway-8080-on-no-timers"]
 ISTIOCTL_CASE = "istioctl-camelcase"
 ISTIOCTL_SOURCE = "ingressgateway-8080-on"
 
@@ -437,41 +534,95 @@ def _get(message: Json, field: str, default: Any = None) -> Any:
     return message.get(field, message.get(camel(field), default))
 
 
+def _options(raw: list[Json]) -> list[list[Any]]:
+    """[level, name, value, type] per option; a buf_value is the C int setsockopt receives."""
+    out: list[list[Any]] = []
+    for o in raw:
+        buf = _get(o, "buf_value")
+        value = (struct.unpack("<i", base64.b64decode(buf)[:4])[0] if buf is not None
+                 else int(_get(o, "int_value", 0)))
+        kind = next(iter(o.get("type") or {}), None)
+        out.append([int(o["level"]), int(o["name"]), value, kind])
+    return out
+
+
+def _tcp(raw: Json | None) -> list[int | None] | None:
+    if raw is None:
+        return None
+    return [_get(raw, "keepalive_time"), _get(raw, "keepalive_interval"),
+            _get(raw, "keepalive_probes")]
+
+
 def summary(dump: Any) -> list[Json]:
-    """Name, port, protocol, state, static flag, raw socket options and error per version."""
+    """Name, port, protocol, state, static flag, raw keepalive config and error per version."""
     seen: dict[tuple[str, str], Json] = {}
     for state, static, listener, error in listener_states(dump):
         socket: Json = _get(_get(listener, "address", {}), "socket_address", {})
-        options: list[Json] = _get(listener, "socket_options", [])
+        extra = []
+        for item in _get(listener, "additional_addresses", []):
+            override = _get(item, "socket_options")
+            extra.append({
+                "address": _get(_get(item, "address"), "socket_address")["address"],
+                "port": _get(_get(_get(item, "address"), "socket_address"), "port_value"),
+                "socket_options": None if override is None
+                else _options(_get(override, "socket_options", [])),
+                "tcp_keepalive": _tcp(_get(item, "tcp_keepalive"))})
         item: Json = {
             "name": listener["name"], "port": _get(socket, "port_value"),
             "protocol": socket.get("protocol", "TCP"), "state": state, "static": static,
-            "socket_options": [[int(o["level"]), int(o["name"]), int(_get(o, "int_value", 0))]
-                               for o in options],
+            "socket_options": _options(_get(listener, "socket_options", [])),
+            "tcp_keepalive": _tcp(_get(listener, "tcp_keepalive")),
+            "additional_addresses": extra,
             "error": error}
         # Envoy 1.40 repeats a rejected version in a second, nameless dynamic entry.
         seen.setdefault((item["name"], state), item)
     return sorted(seen.values(), key=lambda s: (s["port"], s["name"], s["state"]))
 
 
-def keepalive_seen(options: list[list[int]]) -> tuple[Json, bool]:
-    """Keepalive as the kernel ends up with it (the last setsockopt wins), and duplicates."""
+def keepalive_seen(options: list[list[Any]],
+                   tcp: list[int | None] | None = None) -> tuple[Json, bool, list[str]]:
+    """Keepalive as the kernel ends up with it, duplicates, and what set it. Measured with
+    Envoy 1.40: tcp_keepalive is applied first, then the socket options in order (the last
+    setsockopt wins); datagram-typed options never reach a TCP socket."""
     keys = {(1, 9): "enabled", (6, 4): "idle", (6, 5): "interval", (6, 6): "probes"}
-    last = {keys[(level, name)]: value for level, name, value in options
-            if (level, name) in keys}
-    counted = [(level, name) for level, name, _ in options if (level, name) in keys]
+    last: Json = {}
+    sources = []
+    if tcp is not None:
+        sources.append("tcp_keepalive")
+        last["enabled"] = 1
+        last.update({k: v for k, v in zip(("idle", "interval", "probes"), tcp, strict=True)
+                     if v is not None})
+    counted = [(level, name) for level, name, _, kind in options
+               if (level, name) in keys and kind != "datagram"]
+    if counted:
+        sources.append("socket_options")
+    last.update({keys[(level, name)]: value for level, name, value, kind in options
+                 if (level, name) in keys and kind != "datagram"})
     enabled = bool(last.get("enabled"))
     seen: Json = {"enabled": enabled}
     seen.update({k: last.get(k) if enabled else None for k in ("idle", "interval", "probes")})
-    return seen, len(counted) != len(set(counted))
+    return seen, len(counted) != len(set(counted)), sources
+
+
+def _extra_seen(s: Json) -> list[Json]:
+    out = []
+    for extra in s["additional_addresses"]:
+        options = s["socket_options"] if extra["socket_options"] is None \
+            else extra["socket_options"]
+        tcp = s["tcp_keepalive"] if extra["tcp_keepalive"] is None else extra["tcp_keepalive"]
+        out.append({"address": extra["address"], "port": extra["port"],
+                    "keepalive": keepalive_seen(options, tcp)[0]})
+    return out
 
 
 def check_expected(case: str, dump: Any, expected: list[Json]) -> None:
     """Fail generation when the hand-written expectation disagrees with what Envoy did."""
     found = [(s["name"], s["port"], s["protocol"], s["state"], s["static"], s["error"],
-              *keepalive_seen(s["socket_options"])) for s in summary(dump)]
+              *keepalive_seen(s["socket_options"], s["tcp_keepalive"]), _extra_seen(s))
+             for s in summary(dump)]
     wanted = [(e["name"], e["port"], e["protocol"], e["state"], e["static"], e["error"],
-               e["keepalive"], e["duplicate_options"]) for e in expected]
+               e["keepalive"], e["duplicate_options"], e["keepalive_from"],
+               e["additional_addresses"]) for e in expected]
     if found != wanted:
         raise SystemExit(f"{case}: the dump does not have the expected listeners:\n"
                          f"  found  {found}\n  wanted {wanted}")

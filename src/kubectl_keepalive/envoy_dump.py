@@ -1,19 +1,31 @@
-"""Turn Envoy listener config into `Listener` records.
+"""Turn Envoy listener config into `Listener` records, checking every shape on the way.
 
 Accepts what users have at hand: the admin `/config_dump` (whole, masked or `?resource=`), in
 Envoy's snake_case, and `istioctl proxy-config listener POD -o json` (a camelCase list of
 listeners). Active, warming, draining and rejected versions are kept apart because "applied",
-"pending" and "rejected" are different answers. Pure: bytes in, records out.
+"pending" and "rejected" are different answers. Reads every field that can carry keepalive:
+`socket_options` (int or buf values, stream/datagram type), `tcp_keepalive` (Envoy >= 1.37) and
+`additional_addresses[]` with their overrides. Pure: bytes in, records out; any input that is
+not a listener config of the right shape is a UsageError naming the field, never another error.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.model import Listener, ListenerState, SocketOption
+from kubectl_keepalive.model import (
+    AdditionalAddress,
+    Listener,
+    ListenerState,
+    SocketOption,
+    TcpKeepalive,
+)
 
 # Keys of the objects the parser reads. While decoding, any object with none of these keys is
 # replaced by an empty dict, so a dump's filter chains, routes and clusters never stay in memory.
@@ -37,7 +49,19 @@ _NEEDED_KEYS = frozenset(
         "socket_options",
         "level",
         "int_value",
+        "buf_value",
         "state",
+        # Envoy >= 1.37 keepalive and additional addresses (envoy PR #41934).
+        "tcp_keepalive",
+        "keepalive_time",
+        "keepalive_interval",
+        "keepalive_probes",
+        "additional_addresses",
+        # SocketOption.type {stream: {}} / {datagram: {}}; pipe and internal addresses.
+        "stream",
+        "datagram",
+        "pipe",
+        "envoy_internal_address",
     }
 )
 _LISTENER_TYPES = ("ListenersConfigDump", "DynamicListener", "StaticListener", ".Listener")
@@ -47,6 +71,9 @@ _STATE_KEYS = (
     ("warming_state", ListenerState.WARMING),
     ("draining_state", ListenerState.DRAINING),
 )
+_SOCKET_STATES = ("STATE_PREBIND", "STATE_BOUND", "STATE_LISTENING")
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT32 = (0, 2**32 - 1)
 
 
 def _camel(key: str) -> str:
@@ -56,7 +83,8 @@ def _camel(key: str) -> str:
 
 # istioctl writes protojson camelCase; these are the needed keys in that spelling.
 _CAMEL_TO_SNAKE = {_camel(k): k for k in _NEEDED_KEYS if "_" in k}
-_NEEDED_ANY = _NEEDED_KEYS | _CAMEL_TO_SNAKE.keys()
+_CAMEL_KEYS = frozenset(_CAMEL_TO_SNAKE)  # a set: dict_keys.isdisjoint then walks the object
+_NEEDED_ANY = _NEEDED_KEYS | _CAMEL_KEYS
 _DROPPED: dict[str, Any] = {}  # shared placeholder for pruned objects; never mutated
 
 
@@ -71,18 +99,27 @@ def _keep_needed(obj: dict[str, Any]) -> dict[str, Any]:
     keys = obj.keys()
     if keys.isdisjoint(_NEEDED_ANY):
         return _DROPPED
-    if keys.isdisjoint(_CAMEL_TO_SNAKE):
+    if keys.isdisjoint(_CAMEL_KEYS):
         return obj
     return {_CAMEL_TO_SNAKE.get(key, key): value for key, value in obj.items()}
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load(raw: bytes | str) -> Any:
     """Decode JSON with pruning; a bad document is a UsageError (it came from the user)."""
+    what = "not a JSON config dump or listener list"
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return json.loads(text, object_hook=_keep_needed)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"not a JSON config dump or listener list: {exc}") from None
+        return json.loads(text, object_hook=_keep_needed, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise UsageError(f"{what}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, Infinity/NaN, integers past Python's limit
+        raise UsageError(f"{what}: {exc}") from None
 
 
 def parse(raw: bytes | str) -> list[Listener]:
@@ -96,6 +133,36 @@ def parse(raw: bytes | str) -> list[Listener]:
             "`istioctl proxy-config listener POD -o json`"
         )
     return sorted(listeners, key=_sort_key)
+
+
+def listener(body: Mapping[str, Any], path: str = "listener") -> Listener:
+    """One Listener message (snake_case or camelCase) as an active, dynamic listener.
+
+    For readers of other documents (doctor's full dump, EnvoyFilter patch values) so that every
+    command reads keepalive the same way.
+    """
+    return _listener(_obj(body, path) or {}, ListenerState.ACTIVE, static=False, path=path)
+
+
+def socket_options(value: Any, path: str = "socket_options") -> tuple[SocketOption, ...]:
+    """A `socket_options` list (snake_case or camelCase items); UsageError on a bad shape."""
+    return tuple(_option(_obj(item, f"{path}[{i}]") or {}, f"{path}[{i}]")
+                 for i, item in enumerate(_list(value, path)))
+
+
+def tcp_keepalive(value: Any, path: str = "tcp_keepalive") -> TcpKeepalive | None:
+    """A `core.v3.TcpKeepalive` message; None when absent."""
+    body = _obj(value, path)
+    if body is None:
+        return None
+    return TcpKeepalive(
+        time=_int(_field(body, "keepalive_time"), f"{path}.keepalive_time", _UINT32),
+        interval=_int(_field(body, "keepalive_interval"), f"{path}.keepalive_interval", _UINT32),
+        probes=_int(_field(body, "keepalive_probes"), f"{path}.keepalive_probes", _UINT32),
+    )
+
+
+# -- walking the document ---------------------------------------------------------------------
 
 
 def _sort_key(listener: Listener) -> tuple[int, str, int]:
@@ -118,79 +185,232 @@ def _looks_like_listener_config(document: Any) -> bool:
 
 def _listeners_in(document: Any) -> Iterator[Listener]:
     if isinstance(document, list):  # istioctl: a list of active listeners
-        for item in document:
-            if isinstance(item, dict) and "name" in item:
-                yield _listener(item, ListenerState.ACTIVE, static=False)
+        for i, item in enumerate(document):
+            body = _obj(item, f"[{i}]")
+            if body is not None and "name" in body:
+                yield _listener(body, ListenerState.ACTIVE, static=False, path=f"[{i}]")
         return
     if not isinstance(document, dict):
         return
-    if "configs" in document and isinstance(document["configs"], list):
-        for config in document["configs"]:
-            if isinstance(config, dict):
-                yield from _listeners_in_config(config)
+    if "configs" in document:
+        for i, config in enumerate(_list(document["configs"], "configs")):
+            body = _obj(config, f"configs[{i}]")
+            if body is not None:
+                yield from _listeners_in_config(body, f"configs[{i}].")
         return
-    yield from _listeners_in_config(document)
+    yield from _listeners_in_config(document, "")
 
 
-def _listeners_in_config(config: dict[str, Any]) -> Iterator[Listener]:
-    for static in config.get("static_listeners") or ():
-        if isinstance(static, dict) and isinstance(static.get("listener"), dict):
-            yield _listener(static["listener"], ListenerState.ACTIVE, static=True)
-    for dynamic in config.get("dynamic_listeners") or ():
-        if isinstance(dynamic, dict):
-            yield from _dynamic(dynamic)
-    kind = str(config.get("@type", ""))
+def _listeners_in_config(config: dict[str, Any], prefix: str) -> Iterator[Listener]:
+    where = f"{prefix}static_listeners"
+    for i, static in enumerate(_list(config.get("static_listeners"), where)):
+        entry = _obj(static, f"{where}[{i}]")
+        body = _obj(entry.get("listener"), f"{where}[{i}].listener") if entry else None
+        if body is not None:
+            yield _listener(body, ListenerState.ACTIVE, static=True,
+                            path=f"{where}[{i}].listener")
+    where = f"{prefix}dynamic_listeners"
+    for i, dynamic in enumerate(_list(config.get("dynamic_listeners"), where)):
+        entry = _obj(dynamic, f"{where}[{i}]")
+        if entry is not None:
+            yield from _dynamic(entry, f"{where}[{i}]")
+    kind = config.get("@type")
+    kind = kind if isinstance(kind, str) else ""
     if kind.endswith("DynamicListener"):
-        yield from _dynamic(config)
-    elif kind.endswith("StaticListener") and isinstance(config.get("listener"), dict):
-        yield _listener(config["listener"], ListenerState.ACTIVE, static=True)
+        yield from _dynamic(config, prefix.rstrip(".") or "(document)")
+    elif kind.endswith("StaticListener"):
+        body = _obj(config.get("listener"), f"{prefix}listener")
+        if body is not None:
+            yield _listener(body, ListenerState.ACTIVE, static=True, path=f"{prefix}listener")
 
 
-def _dynamic(entry: dict[str, Any]) -> Iterator[Listener]:
+def _dynamic(entry: dict[str, Any], path: str) -> Iterator[Listener]:
     for key, state in _STATE_KEYS:
-        version = entry.get(key)
-        if isinstance(version, dict) and isinstance(version.get("listener"), dict):
-            yield _listener(version["listener"], state, static=False)
-    error = entry.get("error_state")
-    if isinstance(error, dict):
-        failed = error.get("failed_configuration")
-        body = failed if isinstance(failed, dict) else {}
-        name = body.get("name") or entry.get("name") or ""
-        details = str(error.get("details") or "rejected without details")
-        yield _listener({**body, "name": name}, ListenerState.REJECTED, static=False, error=details)
+        version = _obj(entry.get(key), f"{path}.{key}")
+        body = _obj(version.get("listener"), f"{path}.{key}.listener") if version else None
+        if body is not None:
+            yield _listener(body, state, static=False, path=f"{path}.{key}.listener")
+    error = _obj(entry.get("error_state"), f"{path}.error_state")
+    if error is not None:
+        where = f"{path}.error_state"
+        body = _obj(error.get("failed_configuration"), f"{where}.failed_configuration") or {}
+        name = (_str(body.get("name"), f"{where}.failed_configuration.name")
+                or _str(entry.get("name"), f"{path}.name") or "")
+        details = _str(error.get("details"), f"{where}.details") or "rejected without details"
+        yield _listener({**body, "name": name}, ListenerState.REJECTED, static=False,
+                        path=f"{where}.failed_configuration", error=details)
 
 
 def _listener(
-    body: dict[str, Any], state: ListenerState, *, static: bool, error: str | None = None
+    body: Mapping[str, Any], state: ListenerState, *, static: bool, path: str,
+    error: str | None = None,
 ) -> Listener:
-    socket_address = (body.get("address") or {}).get("socket_address") or {}
-    port = _int(socket_address.get("port_value"))
-    protocol = str(socket_address.get("protocol") or "TCP").upper()
+    _host, port, protocol = _address(_field(body, "address"), f"{path}.address")
+    if protocol == "-" and _field(body, "internal_listener") is not None:
+        protocol = "INTERNAL"  # an internal listener has no address at all
+    extra = _list(_field(body, "additional_addresses"), f"{path}.additional_addresses")
     return Listener(
-        name=str(body.get("name") or ""),
+        name=_str(_field(body, "name"), f"{path}.name") or "",
         port=port,
         protocol=protocol,
         state=state,
         static=static,
-        options=tuple(_option(o) for o in body.get("socket_options") or () if isinstance(o, dict)),
+        options=socket_options(_field(body, "socket_options"), f"{path}.socket_options"),
         error=error,
+        tcp_keepalive=tcp_keepalive(_field(body, "tcp_keepalive"), f"{path}.tcp_keepalive"),
+        additional_addresses=tuple(
+            _additional(item, f"{path}.additional_addresses[{i}]") for i, item in enumerate(extra)
+        ),
     )
 
 
-def _option(raw: dict[str, Any]) -> SocketOption:
+def _address(value: Any, path: str) -> tuple[str, int | None, str]:
+    """(host, port, protocol) of a core.v3.Address; protocol "-" when there is none."""
+    address = _obj(value, path)
+    if address is None:
+        return "", None, "-"
+    if _field(address, "pipe") is not None:
+        _obj(_field(address, "pipe"), f"{path}.pipe")
+        return "", None, "PIPE"
+    if _field(address, "envoy_internal_address") is not None:
+        _obj(_field(address, "envoy_internal_address"), f"{path}.envoy_internal_address")
+        return "", None, "INTERNAL"
+    socket = _obj(_field(address, "socket_address"), f"{path}.socket_address")
+    if socket is None:
+        return "", None, "-"
+    where = f"{path}.socket_address"
+    host = _str(_field(socket, "address"), f"{where}.address") or ""
+    port = _int(_field(socket, "port_value"), f"{where}.port_value", (0, 65535))
+    protocol = _enum(_field(socket, "protocol"), f"{where}.protocol", ("TCP", "UDP")) or "TCP"
+    return host, port, protocol
+
+
+def _additional(value: Any, path: str) -> AdditionalAddress:
+    body = _obj(value, path) or {}
+    host, port, _protocol = _address(_field(body, "address"), f"{path}.address")
+    override = _obj(_field(body, "socket_options"), f"{path}.socket_options")
+    options = None if override is None else socket_options(
+        _field(override, "socket_options"), f"{path}.socket_options.socket_options")
+    return AdditionalAddress(
+        address=host, port=port, options=options,
+        tcp_keepalive=tcp_keepalive(_field(body, "tcp_keepalive"), f"{path}.tcp_keepalive"),
+    )
+
+
+def _option(raw: Mapping[str, Any], path: str) -> SocketOption:
+    value = _int(_field(raw, "int_value"), f"{path}.int_value", _INT64)
+    buf = _field(raw, "buf_value")
+    if buf is not None:
+        value = _buf_int(buf, f"{path}.buf_value")
+    kind = _obj(_field(raw, "type"), f"{path}.type")
+    socket_type = None
+    if kind is not None and _field(kind, "stream") is not None:
+        socket_type = "stream"
+    elif kind is not None and _field(kind, "datagram") is not None:
+        socket_type = "datagram"
     return SocketOption(
-        level=_int(raw.get("level")) or 0,
-        name=_int(raw.get("name")) or 0,
-        int_value=_int(raw.get("int_value")),
-        state=str(raw.get("state") or "STATE_PREBIND"),
+        level=_int(_field(raw, "level"), f"{path}.level", _INT64) or 0,
+        name=_int(_field(raw, "name"), f"{path}.name", _INT64) or 0,
+        int_value=value,
+        state=_enum(_field(raw, "state"), f"{path}.state", _SOCKET_STATES) or "STATE_PREBIND",
+        socket_type=socket_type,
     )
 
 
-def _int(value: Any) -> int | None:
-    """int64 fields arrive as JSON strings; absent means the proto default."""
+def _buf_int(value: Any, path: str) -> int | None:
+    """bytes in proto JSON are base64 (standard or URL-safe, padding optional). setsockopt of
+    an int option reads a native (little-endian on Envoy's platforms) C int from the buffer;
+    fewer than 4 bytes make it fail, so no value."""
+    text = _str(value, path) or ""
+    try:
+        data = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4),
+                                validate=True)
+    except (binascii.Error, ValueError):
+        raise UsageError(f"{path}: not base64") from None
+    return int.from_bytes(data[:4], "little", signed=True) if len(data) >= 4 else None
+
+
+# -- shape checks -----------------------------------------------------------------------------
+
+
+def _field(obj: Mapping[str, Any], key: str) -> Any:
+    """A field in snake_case or protojson camelCase (EnvoyFilter values are not pruned)."""
+    value = obj.get(key)
+    if value is None and "_" in key:
+        value = obj.get(_camel(key))
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
+def _obj(value: Any, path: str) -> dict[str, Any] | None:
+    """An object, or None when absent (JSON null is absent in proto JSON)."""
+    if value is None or isinstance(value, dict):
+        return value
+    raise UsageError(f"{path}: expected an object, got {_kind(value)}")
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    raise UsageError(f"{path}: expected a list, got {_kind(value)}")
+
+
+def _str(value: Any, path: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise UsageError(f"{path}: expected a string, got {_kind(value)}")
+
+
+def _int(value: Any, path: str, bounds: tuple[int, int]) -> int | None:
+    """Proto JSON integers: numbers, or decimal strings (int64 is written as a string)."""
     if value is None:
         return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in "+-" else text
+        if digits.isascii() and digits.isdigit():
+            if len(digits) > 20:
+                raise UsageError(f"{path}: {text[:24]}... is out of range")
+            number = int(text)
+    if number is None:
+        shown = repr(value) if isinstance(value, float) else _kind(value)
+        raise UsageError(f"{path}: expected an integer, got {shown}")
+    low, high = bounds
+    if not low <= number <= high:
+        shown = str(number) if len(str(number)) <= 24 else f"{str(number)[:24]}..."
+        raise UsageError(f"{path}: {shown} is out of range ({low}..{high})")
+    return number
+
+
+def _enum(value: Any, path: str, names: tuple[str, ...]) -> str | None:
+    """Proto JSON enums: the name, or its number."""
+    if value is None:
         return None
+    if isinstance(value, str) and value.upper() in names:
+        return value.upper()
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return names[value]
+    shown = repr(value) if isinstance(value, str) and len(value) <= 40 else _kind(value)
+    raise UsageError(f"{path}: expected one of {', '.join(names)}, got {shown}")

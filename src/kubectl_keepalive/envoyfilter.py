@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import sockopts
+from kubectl_keepalive import envoy_dump, sockopts
 from kubectl_keepalive.cluster import MANAGED_BY_LABEL, MANAGED_BY_VALUE, REVISION_LABEL
-from kubectl_keepalive.model import Gateway, KeepaliveSettings, SocketOption
+from kubectl_keepalive.errors import UsageError
+from kubectl_keepalive.model import Gateway, KeepaliveSettings, SocketOption, TcpKeepalive
 
 API_VERSION = "networking.istio.io/v1alpha3"
 KIND = "EnvoyFilter"
@@ -102,14 +103,16 @@ def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def settings_in(obj: Mapping[str, Any]) -> dict[int, KeepaliveSettings | None]:
-    """Per port, the keepalive a filter's LISTENER MERGE patches set (None: partial/off)."""
+    """Per port, the keepalive a filter's LISTENER patches set (None: partial/off), read by
+    the same reader as live listeners (`socket_options` and `tcp_keepalive` alike)."""
     found: dict[int, KeepaliveSettings | None] = {}
     for patch in _listener_patches(obj):
         port = _patch_port(patch)
         options = _patch_options(patch)
-        if port is None or not options:
+        tcp = _patch_tcp_keepalive(patch)
+        if port is None or (not options and tcp is None):
             continue
-        keepalive = sockopts.keepalive_of(options)
+        keepalive = sockopts.keepalive_of(options, tcp)
         if keepalive.enabled and None not in (keepalive.idle, keepalive.interval,
                                               keepalive.probes):
             found[port] = KeepaliveSettings(keepalive.idle or 0, keepalive.interval or 0,
@@ -167,11 +170,13 @@ def foreign_keepalive_filters(
             continue
         hit_ports: list[int | None] = []
         for patch in _listener_patches(obj):
-            context = (patch.get("match") or {}).get("context", "ANY")
+            match = patch.get("match")
+            context = match.get("context", "ANY") if isinstance(match, Mapping) else "ANY"
             if context not in ("GATEWAY", "ANY"):
                 continue
             options = _patch_options(patch)
-            if not any((o.level, o.name) in sockopts.KEEPALIVE_KEYS for o in options):
+            sets_options = any((o.level, o.name) in sockopts.KEEPALIVE_KEYS for o in options)
+            if not sets_options and _patch_tcp_keepalive(patch) is None:
                 continue
             port = _patch_port(patch)
             if port is None or port in wanted_ports:
@@ -206,27 +211,43 @@ def _listener_patches(obj: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
 
 
 def _patch_port(patch: Mapping[str, Any]) -> int | None:
-    listener = (patch.get("match") or {}).get("listener") or {}
+    match = patch.get("match")
+    listener = match.get("listener") if isinstance(match, Mapping) else None
+    if not isinstance(listener, Mapping):
+        return None
     port = listener.get("portNumber") or listener.get("port_number")
-    return int(port) if port else None
+    try:
+        return int(port) if port else None
+    except (TypeError, ValueError):  # not a port: the filter matches no listener by port
+        return None
+
+
+def _patch_value(patch: Mapping[str, Any]) -> Mapping[str, Any]:
+    body = patch.get("patch")
+    value = body.get("value") if isinstance(body, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
 
 
 def _patch_options(patch: Mapping[str, Any]) -> list[SocketOption]:
-    value = (patch.get("patch") or {}).get("value") or {}
-    raw = value.get("socket_options") or value.get("socketOptions") or []
-    options = []
+    """The patch's socket options, through envoy_dump's reader; a malformed item is skipped
+    (a foreign filter's mistake must not stop us reading the others)."""
+    value = _patch_value(patch)
+    raw = value.get("socket_options", value.get("socketOptions"))
+    if not isinstance(raw, list):
+        return []
+    options: list[SocketOption] = []
     for item in raw:
-        if not isinstance(item, Mapping):
-            continue
         try:
-            options.append(
-                SocketOption(
-                    level=int(item.get("level", 0)),
-                    name=int(item.get("name", 0)),
-                    int_value=int(item.get("int_value", item.get("intValue", 0))),
-                    state=str(item.get("state", sockopts.STATE_PREBIND)),
-                )
-            )
-        except (TypeError, ValueError):
+            options.extend(envoy_dump.socket_options([item]))
+        except UsageError:
             continue
     return options
+
+
+def _patch_tcp_keepalive(patch: Mapping[str, Any]) -> TcpKeepalive | None:
+    """Envoy >= 1.37 `tcp_keepalive` in the patch value; a malformed one counts as absent."""
+    value = _patch_value(patch)
+    try:
+        return envoy_dump.tcp_keepalive(value.get("tcp_keepalive", value.get("tcpKeepalive")))
+    except UsageError:
+        return None

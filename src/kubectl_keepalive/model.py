@@ -20,20 +20,37 @@ class KeepaliveSettings:
 
 @dataclass(frozen=True)
 class SocketOption:
-    """One Envoy `SocketOption` with an integer value (the only kind the plugin reads)."""
+    """One Envoy `SocketOption` whose value is an integer (`int_value`, or a `buf_value` read as
+    the little-endian C int setsockopt would get). `int_value` is None when a `buf_value` is
+    too short to hold one. `socket_type` is "stream" (TCP only), "datagram" (UDP only) or None
+    (both), from the option's `type`."""
 
     level: int
     name: int
     int_value: int | None
     state: str = "STATE_PREBIND"
+    socket_type: str | None = None
+
+
+@dataclass(frozen=True)
+class TcpKeepalive:
+    """Envoy's `core.v3.TcpKeepalive` (Listener.tcp_keepalive, Envoy >= 1.37), in seconds.
+
+    Present means SO_KEEPALIVE is set; an absent number leaves the kernel's default.
+    """
+
+    time: int | None = None
+    interval: int | None = None
+    probes: int | None = None
 
 
 @dataclass(frozen=True)
 class Keepalive:
-    """Keepalive as a listener's socket options would set it on accepted sockets.
+    """Keepalive as a listener's config sets it on accepted sockets.
 
-    Numbers are None when the option is absent (the kernel default applies, or keepalive is off).
-    `duplicated` is True when one of the options appears more than once (several MERGE filters).
+    Numbers are None when nothing sets them: the kernel's default applies when `enabled`.
+    `duplicated` is True when one of the socket options appears more than once (several MERGE
+    filters). `sources` names what set it: "tcp_keepalive" and/or "socket_options".
     """
 
     enabled: bool
@@ -41,12 +58,31 @@ class Keepalive:
     interval: int | None = None
     probes: int | None = None
     duplicated: bool = False
+    sources: tuple[str, ...] = ()
 
     def matches(self, wanted: KeepaliveSettings) -> bool:
         return (
             self.enabled
             and (self.idle, self.interval, self.probes)
             == (wanted.idle, wanted.interval, wanted.probes)
+        )
+
+    @property
+    def kernel_fields(self) -> tuple[str, ...]:
+        """The timers left to the kernel's sysctls (only meaningful when enabled)."""
+        if not self.enabled:
+            return ()
+        values = (("idle", self.idle), ("interval", self.interval), ("probes", self.probes))
+        return tuple(name for name, value in values if value is None)
+
+    def effective(self, kernel: KeepaliveSettings) -> KeepaliveSettings | None:
+        """The timers the socket runs with, unset ones taken from `kernel`; None when off."""
+        if not self.enabled:
+            return None
+        return KeepaliveSettings(
+            kernel.idle if self.idle is None else self.idle,
+            kernel.interval if self.interval is None else self.interval,
+            kernel.probes if self.probes is None else self.probes,
         )
 
 
@@ -60,14 +96,28 @@ class ListenerState(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class AdditionalAddress:
+    """One of `Listener.additional_addresses`. None means "as the listener": an address
+    inherits the listener's `socket_options` and `tcp_keepalive` unless it overrides them, and
+    an empty `socket_options` override means no socket options on that address."""
+
+    address: str
+    port: int | None
+    options: tuple[SocketOption, ...] | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+
+
+@dataclass(frozen=True)
 class Listener:
     name: str
     port: int | None
-    protocol: str  # "TCP" or "UDP"
+    protocol: str  # "TCP", "UDP", "PIPE" (unix socket) or "INTERNAL" (envoy internal)
     state: ListenerState
     static: bool = False
     options: tuple[SocketOption, ...] = ()
     error: str | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    additional_addresses: tuple[AdditionalAddress, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +133,9 @@ class Pod:
     # The revision whose injector (and so whose istiod) serves the pod, as the injector records
     # it in the pod's annotations. The `istio.io/rev` label may name a revision tag instead.
     injected_revision: str | None = None
+    # The istio-proxy container's args: `proxy router` (gateway), `proxy waypoint`, `proxy
+    # sidecar`. What the proxy does when its labels do not say.
+    proxy_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,7 +152,7 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Gateway:
-    """An ingress gateway: its Deployment (when found), the selector its pods share, its pods."""
+    """An Istio proxy Deployment (when found), the selector its pods share, its pods."""
 
     namespace: str
     name: str
@@ -110,3 +163,5 @@ class Gateway:
     # The proxy's job, decided by discovery from what its installer wrote: "ingress",
     # "egress", "east-west" or "waypoint". Only ingress gateways are acted on by default.
     role: str = "ingress"
+    # What runs in the pods: "envoy", or "agentgateway" (not Envoy: no EnvoyFilter reaches it).
+    proxy: str = "envoy"

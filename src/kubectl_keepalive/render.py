@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from kubectl_keepalive import app, envoyfilter, sockopts
-from kubectl_keepalive.model import Listener
+from kubectl_keepalive.model import Keepalive, Listener
 
 
 def status_document(report: app.StatusReport) -> dict[str, Any]:
@@ -31,6 +31,9 @@ def status_document(report: app.StatusReport) -> dict[str, Any]:
             {
                 "namespace": gw.gateway.namespace or None,
                 "name": gw.gateway.name or None,
+                # A config file read offline has no gateway, so no role either.
+                "role": gw.gateway.role if gw.gateway.name else None,
+                "proxy": gw.gateway.proxy if gw.gateway.name else None,
                 "revision": gw.gateway.revision,
                 "envoyfilter": (managed.get("metadata") or {}).get("name") if managed else None,
                 "foreign_envoyfilters": [f"{f.namespace}/{f.name}" for f in gw.foreign],
@@ -46,7 +49,11 @@ def _connections(lst: Listener, pod: app.PodListeners) -> dict[str, int] | None:
         return None
     seen = pod.connections.get(lst.port or 0)
     established, keepalive = (seen.established, seen.keepalive) if seen else (0, 0)
-    return {"established": established, "keepalive": keepalive}
+    found = {"established": established, "keepalive": keepalive}
+    if seen and seen.without_keepalive and sockopts.listener_keepalive(lst).enabled:
+        # The listener has keepalive, these sockets have none: accepted before the change.
+        found["before_change"] = seen.without_keepalive
+    return found
 
 
 def _listener(lst: Listener, gw: app.GatewayStatus, pod: app.PodListeners) -> dict[str, Any]:
@@ -58,29 +65,34 @@ def _listener(lst: Listener, gw: app.GatewayStatus, pod: app.PodListeners) -> di
         "protocol": lst.protocol,
         "state": lst.state.value,
         "static": lst.static,
-        "keepalive": {
-            "enabled": keepalive.enabled,
-            "idle": keepalive.idle,
-            "interval": keepalive.interval,
-            "probes": keepalive.probes,
-        },
+        "keepalive": _keepalive_fields(keepalive),
         "duplicate_options": keepalive.duplicated,
+        # What set it (tcp_keepalive, socket_options), and the timers the kernel's sysctls
+        # fill in (defaults shown; a pod's own sysctls may differ).
+        "keepalive_from": list(keepalive.sources),
+        "kernel_defaults": {name: getattr(sockopts.KERNEL_DEFAULTS, name)
+                            for name in keepalive.kernel_fields} or None,
+        "additional_addresses": [
+            {"address": extra.address, "port": extra.port,
+             "keepalive": _keepalive_fields(sockopts.address_keepalive(lst, extra))}
+            for extra in lst.additional_addresses],
+        "notes": sockopts.listener_notes(lst),
         "sync": app.sync_state(lst, wanted),
         "error": lst.error,
         "connections": _connections(lst, pod),
     }
 
 
+def _keepalive_fields(keepalive: Keepalive) -> dict[str, Any]:
+    return {"enabled": keepalive.enabled, "idle": keepalive.idle,
+            "interval": keepalive.interval, "probes": keepalive.probes}
+
+
 def _keepalive_cell(lst: Listener) -> str:
     keepalive = sockopts.listener_keepalive(lst)
-    if not keepalive.enabled:
-        return "off"
-
-    def num(value: int | None, unit: str) -> str:
-        return "-" if value is None else f"{value}{unit}"
-
-    idle, interval = num(keepalive.idle, "s"), num(keepalive.interval, "s")
-    text = f"on {idle}/{interval}/x{num(keepalive.probes, '')}"
+    text = sockopts.describe_keepalive(keepalive)
+    if lst.additional_addresses:
+        text += f" +{len(lst.additional_addresses)} addr"
     return text + " DUP" if keepalive.duplicated else text
 
 
@@ -92,19 +104,20 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
     if with_sockets:
         header.append("CONNS(KA/ALL)")
     if wide:
-        header += ["ENVOYFILTER", "DETAIL"]
+        header += ["ROLE", "ENVOYFILTER", "DETAIL"]
     rows = [header]
     for gw in report.gateways:
         managed = gw.managed_filter
         filter_name = (managed.get("metadata") or {}).get("name") if managed else "<none>"
+        role = gw.gateway.role if gw.gateway.name else "-"
         for pod in gw.pods:
             pod_name = pod.pod.name if pod.pod else "-"
             if pod.error or pod.note:
                 state = "unknown" if pod.error else "-"
                 row = [gw.gateway.namespace or "-", gw.gateway.name or "-", pod_name, "-", "-",
                        "-", state, "-", "-"] + (["-"] if with_sockets else [])
-                rows.append(row + ([str(filter_name), pod.error or pod.note or ""] if wide
-                                   else []))
+                rows.append(row + ([role, str(filter_name), pod.error or pod.note or ""]
+                                   if wide else []))
                 continue
             for lst in pod.listeners:
                 if lst.static and not wide:
@@ -116,9 +129,12 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
                        app.sync_state(lst, wanted) or "-"]
                 if with_sockets:
                     seen = _connections(lst, pod)
-                    row.append(f"{seen['keepalive']}/{seen['established']}" if seen else "-")
+                    cell = f"{seen['keepalive']}/{seen['established']}" if seen else "-"
+                    if seen and seen.get("before_change"):
+                        cell += f" ({seen['before_change']} before change)"
+                    row.append(cell)
                 if wide:
-                    row += [str(filter_name), lst.error or ""]
+                    row += [role, str(filter_name), lst.error or ""]
                 rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
@@ -136,6 +152,16 @@ def status_notes(report: app.StatusReport) -> list[str]:
             if pod.sockets_error and pod.pod:
                 notes.append(f"pod {pod.pod.namespace}/{pod.pod.name}: sockets not read: "
                              f"{pod.sockets_error}")
+        seen: set[str] = set()
+        for pod in gw.pods:
+            for lst in pod.listeners:
+                for note in sockopts.listener_notes(lst):
+                    line = f"listener {lst.name} ({lst.state.value}): {note}"
+                    if line not in seen:  # every pod of a gateway usually says the same
+                        seen.add(line)
+                        owner = (f"gateway {gw.gateway.namespace}/{gw.gateway.name}: "
+                                 if gw.gateway.name else "")
+                        notes.append(owner + line)
         for foreign in gw.foreign:
             notes.append(
                 f"gateway {gw.gateway.namespace}/{gw.gateway.name}: EnvoyFilter {foreign} also "
@@ -168,6 +194,7 @@ def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
         for change in gp.ports:
             listener = f" ({change.listener_name})" if change.listener_name else ""
             out.append(f"  port {change.port}{listener}: {change.before} -> {change.after}")
+        out.extend(_drain_lines(gp))
         if gp.rollout_incomplete:
             out.append(f"  rollout not complete: {gp.rollout_incomplete}")
         if not gp.writes and not gp.live_matches:
@@ -185,6 +212,71 @@ def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
                 f"live/{gw.namespace}/{name}", f"wanted/{gw.namespace}/{name}")
             out.extend("  " + line.rstrip("\n") for line in diff)
     return "\n".join(out) + "\n"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _drain_lines(gp: app.GatewayPlan) -> list[str]:
+    """Per port: what is in flight now, and when the push and the rollout cut it."""
+    drain = gp.drain
+    if drain is None:
+        return []
+    out = []
+    lower = "" if drain.counted else "at least "
+    for port in drain.ports:
+        load = drain.load(port)
+        what = (f"{lower}{_count(load.connections, 'connection')}, "
+                f"{_count(load.requests, 'request')} in flight")
+        if load.tcp_connections:
+            what += f", {_count(load.tcp_connections, 'passthrough connection')}"
+        cuts = []
+        if gp.writes and drain.drain is not None:
+            cuts.append(f"istiod's push will drain them within {drain.drain.seconds:g}s "
+                        f"({drain.drain.source})")
+        if gp.needs_restart and drain.pod_end is not None:
+            cuts.append(f"the rollout will end old pods {drain.pod_end.seconds:g}s after it "
+                        f"starts ({drain.pod_end.source})")
+        out.append(f"  port {port} now: {what}" + (f"; {', '.join(cuts)}" if cuts else ""))
+    out.extend(f"  in flight unknown on pod {p.pod}: {p.error}" for p in drain.pods if p.error)
+    out.extend(f"  note: {note}" for note in drain.notes)
+    return out
+
+
+def plan_document(plan: app.Plan) -> dict[str, Any]:
+    """`diff -o json|yaml`: the plan with what is in flight and when it is cut, as data."""
+    def timing(value: Any) -> dict[str, Any] | None:
+        return None if value is None else {"seconds": value.seconds, "source": value.source}
+
+    gateways = []
+    for gp in plan.gateways:
+        drain = gp.drain
+        ports = []
+        for change in gp.ports:
+            entry: dict[str, Any] = {"port": change.port, "listener": change.listener_name,
+                                     "before": change.before, "after": change.after}
+            if drain is not None and change.port in drain.ports:
+                load = drain.load(change.port)
+                entry["in_flight"] = {"connections": load.connections,
+                                      "requests": load.requests,
+                                      "tcp_connections": load.tcp_connections,
+                                      "complete": drain.counted}
+            ports.append(entry)
+        doc: dict[str, Any] = {
+            "namespace": gp.gateway.namespace, "name": gp.gateway.name,
+            "envoyfilter": envoyfilter.managed_name(gp.gateway.name), "action": gp.action,
+            "restart": gp.needs_restart, "ports": ports}
+        if drain is not None:
+            doc["push_drain"] = timing(drain.drain) if gp.writes else None
+            doc["rollout_pod_end"] = timing(drain.pod_end)
+            doc["pods"] = [{"name": p.pod, "error": p.error,
+                            "drain": timing(p.timings.drain),
+                            "termination_drain": timing(p.timings.termination_drain),
+                            "grace": timing(p.timings.grace)} for p in drain.pods]
+            doc["notes"] = list(drain.notes)
+        gateways.append(doc)
+    return {"changes": plan.changes, "gateways": gateways, "notices": list(plan.notices)}
 
 
 def to_json(document: Any) -> str:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from kubectl_keepalive.doctor import analysis, balancers
+from kubectl_keepalive.doctor import analysis, balancers, timers
 from kubectl_keepalive.doctor.analysis import Profile, Report, Verdict
 from kubectl_keepalive.doctor.balancers import Balancer, Layer
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import Keepalive, KeepaliveSettings
+from tests.unit.fake_cluster import FakeCluster
+from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)
 
+from .test_doctor_timers import GOLDEN as GOLDEN_DIR
 from .test_doctor_timers import read_golden
 
 NO_KEEPALIVE = Keepalive(enabled=False)
@@ -229,3 +233,57 @@ def test_a_listener_whose_routes_only_answer_directly_still_faces_the_balancer()
     assert only.name.endswith("(no route forwards upstream)")
     assert only.first is not None and only.first.timer.layer == "balancer"
     assert only.first.fires_at == 350
+
+
+def test_istio_edge_profile_names_the_stream_idle_timer_first() -> None:
+    # Istio 1.31 connectionSettings EDGE: stream idle 300s, request 300s, headers 60s, idle 1h;
+    # keepalive 60/10/3 from Listener.tcp_keepalive holds the NLB, so Envoy's own timer cuts.
+    port = read_golden("istio-edge-gateway")
+    assert port.keepalive.sources == ("tcp_keepalive",)
+    report = analysis.analyze(port, nlb(), Profile(600))
+    (only,) = report.paths
+    first = only.first
+    assert first is not None
+    assert (first.timer.name, first.timer.layer, first.fires_at) == (
+        "stream_idle_timeout", "hcm", 300)
+    assert first.fix.startswith("keepalive will not help here")
+    assert report.exit_code == 1
+
+
+def test_doctor_cli_names_the_edge_stream_idle_timer_first(
+        env: dict[str, str]) -> None:  # noqa: F811
+    raw = (GOLDEN_DIR / "istio-edge-gateway.config_dump.json").read_text()
+    (port,) = timers.ports(raw)
+    gateway = ingress()
+    gateway.ports = [8080]
+    gateway.full_dump = raw.replace(f'"port_value": {port}', '"port_value": 8080')
+    fake = FakeCluster(gateway)
+    fake.services = [{"metadata": {"name": "istio-ingressgateway", "namespace": "istio-system",
+                                   "annotations": {
+                                       "service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}},
+                      "spec": {"type": "LoadBalancer",
+                               "selector": {"app": "istio-ingressgateway",
+                                            "istio": "ingressgateway"},
+                               "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]}}]
+    code, out, err = run(fake, env, "doctor", "--duration", "10m", "-o", "json")
+    assert code == 1, err
+    (checked,) = json.loads(out)["gateways"][0]["ports"]
+    firsts = [p["first"] for p in checked["paths"]]
+    assert firsts == [{"timer": "stream_idle_timeout", "scope": "listener 0.0.0.0_8080",
+                       "fires_at": 300}], firsts
+
+
+def test_so_keepalive_alone_says_kernel_timers_are_too_slow_for_the_balancer() -> None:
+    kernel_only = Keepalive(enabled=True, sources=("socket_options",))
+    report = analysis.analyze(read_golden("istio-gateway"), nlb(), Profile(600),
+                              keepalive=kernel_only)
+    (note,) = [n for n in report.notes if "kernel's default timers" in n]
+    assert "first probe comes after 2h" in note and "(5m50s)" in note, note
+    # Explicit timers under the balancer's timeout: no such note.
+    quiet = analysis.analyze(read_golden("istio-gateway"), nlb(), Profile(600),
+                             keepalive=AFTER_ENABLE)
+    assert not any("kernel's default timers" in n for n in quiet.notes)
+    # Only the interval left to the kernel (75s) with a short idle: still fine for 350s.
+    partial = Keepalive(enabled=True, idle=60, probes=3)
+    assert not any("kernel's" in n for n in analysis.analyze(
+        read_golden("istio-gateway"), nlb(), Profile(600), keepalive=partial).notes)

@@ -14,7 +14,8 @@ from kubectl_keepalive.doctor.timers import Counts, PortTimers, State
 from kubectl_keepalive.errors import UsageError
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "doctor"
-SCENARIOS = ("istio-gateway", "edge-gateway", "tcp-passthrough", "envoy-defaults")
+SCENARIOS = ("istio-gateway", "edge-gateway", "istio-edge-gateway", "tcp-passthrough",
+             "envoy-defaults")
 
 
 def flatten(port: PortTimers) -> dict[str, Any]:

@@ -38,3 +38,31 @@ def test_status_from_file_reads_what_envoy_wrote(case: Path) -> None:
 
 def test_there_are_golden_cases() -> None:
     assert len(CASES) >= 8, CASES
+
+
+def _status(case: str, *args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    expected = json.loads((GOLDEN / case / "expected.json").read_text())
+    code = main(["status", "--from-file", str(GOLDEN / case / expected["input"]), *args], out,
+                err, None, {})
+    assert code == 0, err.getvalue()
+    return out.getvalue(), err.getvalue()
+
+
+def test_so_keepalive_alone_shows_the_kernel_timers_and_says_so() -> None:
+    table, notes = _status("ingressgateway-8080-on-no-timers")
+    (row,) = [line for line in table.splitlines() if " 8080 " in line]
+    assert "on 7200s/75s/x9 (kernel defaults)" in row
+    assert "unless the pod's sysctls differ" in notes
+
+
+def test_other_encodings_in_the_table_and_notes() -> None:
+    table, notes = _status("tcp-keepalive")
+    assert "on 60s/10s/x3" in table and "on 45s/75s/x9 (kernel default interval, probes)" in table
+    assert "socket_options last, so they win" in notes
+    table, notes = _status("additional-addresses")
+    assert "on 60s/10s/x3 +2 addr" in table
+    assert "additional address 127.0.0.3:8080: keepalive off" in notes
+    assert "additional address 127.0.0.2:8443: keepalive on 200s/75s/x9" in notes
+    _table, notes = _status("helm-80-443-quic")
+    assert "UDP listener" not in notes  # the QUIC listener carries no TCP options

@@ -129,3 +129,49 @@ def test_filters_that_cannot_reach_the_gateway_are_ignored() -> None:
 def test_managed_name_fits_the_api_limit() -> None:
     assert envoyfilter.managed_name("gw") == "keepalive-gw"
     assert len(envoyfilter.managed_name("g" * 300)) <= 253
+
+
+def _patch(value: dict[str, Any], port: int = 8080) -> dict[str, Any]:
+    return {"spec": {"configPatches": [{
+        "applyTo": "LISTENER", "match": {"context": "GATEWAY", "listener": {"portNumber": port}},
+        "patch": {"operation": "MERGE", "value": value}}]}}
+
+
+def test_settings_in_reads_every_encoding_with_the_listener_reader() -> None:
+    camel_buf = {"socketOptions": [
+        {"level": "1", "name": "9", "bufValue": "AQAAAA=="},
+        {"level": "6", "name": "4", "intValue": "45"},
+        {"level": "6", "name": "5", "intValue": "9"},
+        {"level": "6", "name": "6", "intValue": "2"}]}
+    assert envoyfilter.settings_in(_patch(camel_buf)) == {8080: KeepaliveSettings(45, 9, 2)}
+    tcp = {"tcp_keepalive": {"keepalive_time": 30, "keepalive_interval": 5,
+                             "keepalive_probes": 4}}
+    assert envoyfilter.settings_in(_patch(tcp)) == {8080: KeepaliveSettings(30, 5, 4)}
+    # Socket options are applied after tcp_keepalive, as on a live listener.
+    both = {**tcp, "socket_options": [{"level": 6, "name": 4, "int_value": 11}]}
+    assert envoyfilter.settings_in(_patch(both)) == {8080: KeepaliveSettings(11, 5, 4)}
+    # Partial (kernel timers) and datagram-only options: not a full setting.
+    partial = {"tcpKeepalive": {"keepaliveTime": 30}}
+    assert envoyfilter.settings_in(_patch(partial)) == {8080: None}
+    datagram = {"socket_options": [
+        {"level": 1, "name": 9, "int_value": 1, "type": {"datagram": {}}}]}
+    assert envoyfilter.settings_in(_patch(datagram)) == {8080: None}
+
+
+def test_settings_in_skips_malformed_items_of_a_foreign_filter() -> None:
+    junk = {"socket_options": ["x", {"level": "one"}, {"level": 1, "name": 9, "int_value": 1},
+                               {"level": 6, "name": 4, "int_value": 20},
+                               {"level": 6, "name": 5, "int_value": 5},
+                               {"level": 6, "name": 6, "int_value": 3}],
+            "tcp_keepalive": "soon"}
+    assert envoyfilter.settings_in(_patch(junk)) == {8080: KeepaliveSettings(20, 5, 3)}
+
+
+def test_listener_reader_sources_and_kernel_fields() -> None:
+    ka = sockopts.keepalive_of([SocketOption(1, 9, 1), SocketOption(6, 5, 7)])
+    assert ka.sources == ("socket_options",) and ka.kernel_fields == ("idle", "probes")
+    assert ka.effective(sockopts.KERNEL_DEFAULTS) == KeepaliveSettings(7200, 7, 9)
+    assert sockopts.describe_keepalive(ka) == "on 7200s/7s/x9 (kernel default idle, probes)"
+    assert sockopts.describe_keepalive(sockopts.keepalive_of([SocketOption(1, 9, 1)])) == (
+        "on 7200s/75s/x9 (kernel defaults)")
+    assert sockopts.describe_keepalive(sockopts.keepalive_of([])) == "off"

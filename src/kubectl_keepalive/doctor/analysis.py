@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from kubectl_keepalive import sockopts
 from kubectl_keepalive.durations import format_duration
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import Keepalive, KeepaliveSettings
@@ -22,10 +23,9 @@ from kubectl_keepalive.model import Keepalive, KeepaliveSettings
 from .balancers import Balancer, Layer
 from .timers import ChainTimers, Counts, PortTimers, RouteTimers, Start, State, Timer
 
-# Kernel defaults when SO_KEEPALIVE is on but a number is not set (net.ipv4.tcp_keepalive_time
-# and tcp_keepalive_intvl, Documentation/networking/ip-sysctl.rst): 7200 s and 75 s.
-KERNEL_KEEPIDLE = 7200
-KERNEL_KEEPINTVL = 75
+# Kernel defaults when SO_KEEPALIVE is on but a number is not set: one table, in sockopts.
+KERNEL_KEEPIDLE = sockopts.KERNEL_DEFAULTS.idle
+KERNEL_KEEPINTVL = sockopts.KERNEL_DEFAULTS.interval
 
 # What `enable` uses when nothing is known (app.DEFAULT_SETTINGS); kept here to stay pure.
 DEFAULT_KEEPALIVE = KeepaliveSettings(idle=60, interval=10, probes=3)
@@ -206,6 +206,9 @@ def analyze(
     else:
         notes.append(f"balancer {balancer.kind}: idle timeout unknown; it is not in the table")
     risks = tuple(_judge(t, "drain", balancer, live, profile, None) for t in drains)
+    slow = _kernel_timers_too_slow(live, timer)
+    if slow:
+        notes.append(slow)
     paths: list[PathReport] = []
     for chain in port.chains:
         if chain.kind == "tcp":
@@ -354,6 +357,23 @@ def _held_by_keepalive(keepalive: Keepalive, value: float) -> tuple[bool, str]:
         return True, (f"keepalive probes every {_s(idle)} of silence (retry {_s(interval)}) "
                       f"reset it before {_s(value)}")
     return False, ""
+
+
+def _kernel_timers_too_slow(keepalive: Keepalive, timer: Timer | None) -> str | None:
+    """SO_KEEPALIVE alone (or a partial setting) leaves the kernel's 7200s/75s: say so when that
+    is too slow for a packet-counting balancer, since "keepalive: on" reads like safety."""
+    if not keepalive.kernel_fields or timer is None or timer.counts is not Counts.PACKETS:
+        return None
+    effective = keepalive.effective(sockopts.KERNEL_DEFAULTS)
+    if effective is None or timer.seconds is None:
+        return None
+    if effective.idle < timer.seconds and effective.interval < timer.seconds:
+        return None
+    shown = sockopts.describe_keepalive(keepalive)
+    return (f"keepalive is on with the kernel's default timers ({shown}, unless the pod's "
+            "sysctls differ): the first probe comes after "
+            f"{_s(effective.idle)}, later than the {timer.name} ({_s(timer.seconds)}); set "
+            "the timers explicitly (kubectl keepalive enable --idle ...)")
 
 
 def _counted(timer: Timer) -> str:

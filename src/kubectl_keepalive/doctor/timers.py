@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import sockopts
+from kubectl_keepalive import envoy_dump, sockopts
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.model import Keepalive, SocketOption
+from kubectl_keepalive.model import Keepalive
 
 # Envoy defaults for absent fields (api/envoy/... protos, Envoy 1.40).
 # http_connection_manager.proto, stream_idle_timeout: "If not specified, this defaults to
@@ -176,11 +176,16 @@ def load(raw: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
     else:
         try:
             document = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise UsageError("not a JSON config dump: nested too deeply") from None
+        except ValueError as exc:  # bad JSON, not UTF-8, integers past Python's limit
             raise UsageError(f"not a JSON config dump: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("configs"), list):
         raise UsageError("not a full Envoy /config_dump: no `configs` list")
-    normalised: dict[str, Any] = _normalise(document)
+    try:
+        normalised: dict[str, Any] = _normalise(document)
+    except RecursionError:
+        raise UsageError("not a JSON config dump: nested too deeply") from None
     return normalised
 
 
@@ -308,8 +313,8 @@ def read_port(raw: bytes | str | Mapping[str, Any], port: int) -> PortTimers:
 def _read_listener(
     listener: dict[str, Any], where: str, index: _Index, port: int
 ) -> PortTimers:
-    options = tuple(_option(o) for o in listener.get("socket_options") or ()
-                    if isinstance(o, dict))
+    # The one keepalive reader (envoy_dump + sockopts), as status and enable use it.
+    keepalive = sockopts.listener_keepalive(envoy_dump.listener(listener, where))
     chains_raw = list(listener.get("filter_chains") or ())
     if isinstance(listener.get("default_filter_chain"), dict):
         chains_raw.append(listener["default_filter_chain"])
@@ -329,17 +334,7 @@ def _read_listener(
             elif kind.endswith(TCP_PROXY_TYPE):
                 chains.append(_read_tcp_proxy(config, path, chain_name, index))
     return PortTimers(port=port, listener=str(listener.get("name", "")),
-                      keepalive=sockopts.keepalive_of(options), chains=tuple(chains))
-
-
-def _option(raw: Mapping[str, Any]) -> SocketOption:
-    def number(key: str) -> int | None:
-        try:
-            return int(raw[key])
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    return SocketOption(number("level") or 0, number("name") or 0, number("int_value"))
+                      keepalive=keepalive, chains=tuple(chains))
 
 
 def _read_hcm(
