@@ -82,6 +82,14 @@ class Cluster(Protocol):
 
     def list_services(self, namespace: str | None) -> list[dict[str, Any]]: ...
 
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as the API returns it (annotations, spec), or None when it is gone."""
+        ...
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data, or None when there is none; ForbiddenError when RBAC refuses."""
+        ...
+
     def node_provider_ids(self) -> list[str] | None:
         """Nodes' spec.providerID, or None when listing nodes is forbidden."""
         ...

@@ -1,21 +1,26 @@
-"""The one module that talks to Kubernetes (and the only one importing `kubernetes`).
+"""The one module that talks to Kubernetes: the API verbs the use cases need.
 
-It uses the client for what is hard to get right (kubeconfig loading with exec plugins and
-token refresh, TLS set-up, the port-forward and exec websocket protocols) but sends REST
-requests itself over the client's own connection pool: the generated API classes cost more
-than a second to import, and the plugin needs only a dozen fields. Every write names its
-content type and field manager. HTTP failures become the project's errors here, with the RBAC
-verb and resource named.
+Requests go through `transport` (urllib3 and websocket-client, with the kubeconfig's TLS,
+credentials and impersonation built by `connection` and `credentials`); the kubernetes package is
+not imported at all: its `__init__` alone costs ~180 ms (its kubeconfig loader pulls requests,
+oauthlib and pydantic), and the plugin needs only a dozen fields. Every write names its content
+type and field manager. HTTP failures become the project's errors here: 401 says the credentials
+were not accepted, 403 names the RBAC verb and resource. Every path segment is escaped. Any
+failure of a port-forward or exec stream becomes a ClusterError naming the pod.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
+from kubectl_keepalive import connection as connections
+from kubectl_keepalive import streams
 from kubectl_keepalive.cluster import (
     FIELD_MANAGER,
     REVISION_LABEL,
@@ -24,8 +29,9 @@ from kubectl_keepalive.cluster import (
     RolloutState,
 )
 from kubectl_keepalive.errors import ClusterError, ForbiddenError, KeepaliveError
-from kubectl_keepalive.kubeconfig import ResolvedConfig
+from kubectl_keepalive.kubeconfig import ResolvedConfig, resolve
 from kubectl_keepalive.model import Deployment, Pod
+from kubectl_keepalive.transport import HandshakeError, Transport
 
 ENVOYFILTERS = "/apis/networking.istio.io/v1alpha3"  # the only version EnvoyFilter is served as
 ENVOYFILTER_RESOURCE = "envoyfilters.networking.istio.io"
@@ -36,34 +42,31 @@ JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
+def _seg(value: str) -> str:
+    """One path segment: a name can never become `..` or a query."""
+    return urllib.parse.quote(value, safe="")
+
+
+def _ns_path(prefix: str, namespace: str | None, resource: str, name: str = "") -> str:
+    base = (f"{prefix}/namespaces/{_seg(namespace)}/{resource}" if namespace
+            else f"{prefix}/{resource}")
+    return f"{base}/{_seg(name)}" if name else base
+
+
 class KubeCluster:
     """`cluster.Cluster` on a real API server."""
 
-    def __init__(self, resolved: ResolvedConfig | None) -> None:
-        from kubernetes.client import Configuration
-        from kubernetes.client.rest import RESTClientObject
-        from kubernetes.config import ConfigException, kube_config, load_incluster_config
+    def __init__(self, resolved: ResolvedConfig | None,
+                 env: Mapping[str, str] | None = None) -> None:
+        if resolved is None:  # older callers: None meant "in a pod"
+            import os
 
-        configuration = Configuration()
-        try:
-            if resolved is None:
-                load_incluster_config(client_configuration=configuration)
-                self._where = f"in-cluster API server {configuration.host}"
-            else:
-                kube_config.load_kube_config_from_dict(
-                    resolved.config,
-                    context=resolved.context,
-                    client_configuration=configuration,
-                    persist_config=False,
-                )
-                self._where = f"{configuration.host} (context {resolved.context})"
-        except ConfigException as exc:
-            raise ClusterError(f"cannot use the kubeconfig: {exc}") from None
-        # One retry at most: an unreachable server should be reported, not waited on.
-        configuration.retries = 1
-        configuration.connection_pool_maxsize = 32  # pods are read in parallel
-        self._configuration = configuration
-        self._rest = RESTClientObject(configuration)
+            resolved = resolve(None, None, None, os.environ if env is None else env)
+        self.connection = connections.build(resolved,
+                                             dict(env) if env is not None else None)
+        self._transport = Transport(self.connection)
+        self._where = (f"in-cluster API server {self.connection.server}" if resolved.in_cluster
+                       else self.connection.describe())
         self._exec_only = False  # set once port-forward was refused, to stop asking
         self._lock = threading.Lock()
         self.requests = 0
@@ -74,38 +77,15 @@ class KubeCluster:
 
     # -- transport -------------------------------------------------------------------------
 
-    def _auth_headers(self) -> dict[str, str]:
-        """The bearer token, when the kubeconfig has one (refreshed by exec plugins)."""
-        headers = {}
-        settings: dict[str, Any] = dict(self._configuration.auth_settings())
-        for setting in settings.values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"]).lower()] = str(setting["value"])
-        return headers
-
-    def _url(self, path: str, query: list[tuple[str, str]] | None = None) -> str:
-        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
-        return f"{self._configuration.host}{path}{suffix}"
+    def _count(self) -> None:
+        with self._lock:
+            self.requests += 1
 
     def _send(self, method: str, path: str, query: list[tuple[str, str]] | None = None,
               body: Any = None, content_type: str = "application/json") -> tuple[int, bytes]:
-        import urllib3
-
-        with self._lock:
-            self.requests += 1
-        headers = {"Accept": "application/json", "User-Agent": "kubectl-keepalive",
-                   **self._auth_headers()}
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = json.dumps(body).encode()
-        try:
-            response = self._rest.pool_manager.request(
-                method, self._url(path, query), body=data, headers=headers,
-                timeout=urllib3.Timeout(total=REQUEST_TIMEOUT), retries=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise ClusterError(f"cannot reach the API server at {self._where}: {exc}") from None
-        return int(response.status), bytes(response.data)
+        self._count()
+        data = json.dumps(body).encode() if body is not None else None
+        return self._transport.request(method, path, query, data, content_type)
 
     def _call(self, verb: str, resource: str, namespace: str | None, method: str, path: str,
               query: list[tuple[str, str]] | None = None, body: Any = None,
@@ -115,16 +95,28 @@ class KubeCluster:
             return None
         if status >= 400:
             raise self._error(status, data, verb, resource, namespace)
-        return json.loads(data) if data else {}
+        try:
+            return json.loads(data) if data else {}
+        except (ValueError, RecursionError):
+            raise ClusterError(f"{verb} {resource} answered {status} with a body that is not "
+                               f"JSON ({self._where})") from None
+
+    def _unauthorized(self, reason: str) -> ClusterError:
+        return ClusterError(
+            f"unauthorized (401): the API server at {self.connection.server} did not accept "
+            f"the credentials of {self.connection.who()}: {reason or 'Unauthorized'} (check "
+            "the token, client certificate or credential plugin; `kubectl auth whoami` shows "
+            "who kubectl is)")
 
     def _error(self, status: int, data: bytes, verb: str, resource: str,
                namespace: str | None) -> KeepaliveError:
         where = f"in namespace {namespace}" if namespace else "at cluster scope"
         reason = _message(data) or http.client.responses.get(status, "")
-        if status in (401, 403):
-            who = "unauthorized (401)" if status == 401 else "forbidden (403)"
+        if status == 401:
+            return self._unauthorized(reason)
+        if status == 403:
             return ForbiddenError(
-                f"{who}: cannot {verb} {resource} {where}: RBAC must allow "
+                f"forbidden (403): cannot {verb} {resource} {where}: RBAC must allow "
                 f"verb {verb!r} on {resource!r} ({reason})"
             )
         if status == 404 and resource == ENVOYFILTER_RESOURCE and verb == "list":
@@ -144,19 +136,19 @@ class KubeCluster:
     # -- pods, deployments, services, nodes -------------------------------------------------
 
     def list_pods(self, namespace: str | None, selector: str) -> list[Pod]:
-        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
-        found = self._call("list", "pods", namespace, "GET", path, [("labelSelector", selector)])
-        return [_pod(item) for item in found.get("items", [])]
+        found = self._call("list", "pods", namespace, "GET", _ns_path("/api/v1", namespace,
+                                                                      "pods"),
+                           [("labelSelector", selector)])
+        return [_pod(item) for item in _items(found)]
 
     def list_deployments(self, namespace: str | None) -> list[Deployment]:
-        path = (f"/apis/apps/v1/namespaces/{namespace}/deployments" if namespace
-                else "/apis/apps/v1/deployments")
-        found = self._call("list", "deployments.apps", namespace, "GET", path)
-        return [_deployment(item) for item in found.get("items", [])]
+        found = self._call("list", "deployments.apps", namespace, "GET",
+                           _ns_path("/apis/apps/v1", namespace, "deployments"))
+        return [_deployment(item) for item in _items(found)]
 
     def rollout_state(self, namespace: str, name: str) -> RolloutState:
         found = self._call("get", "deployments.apps", namespace, "GET",
-                           f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+                           _ns_path("/apis/apps/v1", namespace, "deployments", name))
         return _rollout_state(found)
 
     def restart_deployment(self, namespace: str, name: str, at: str, dry_run: bool) -> None:
@@ -164,32 +156,43 @@ class KubeCluster:
         body = {"spec": {"template": {"metadata": {"annotations": {
             "kubectl.kubernetes.io/restartedAt": at}}}}}
         self._call("patch", "deployments.apps", namespace, "PATCH",
-                   f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                   _ns_path("/apis/apps/v1", namespace, "deployments", name),
                    self._write_query(dry_run), body, STRATEGIC_MERGE_PATCH)
 
     def list_services(self, namespace: str | None) -> list[dict[str, Any]]:
-        path = f"/api/v1/namespaces/{namespace}/services" if namespace else "/api/v1/services"
-        found = self._call("list", "services", namespace, "GET", path)
-        return [i for i in found.get("items", []) if isinstance(i, dict)]
+        found = self._call("list", "services", namespace, "GET",
+                           _ns_path("/api/v1", namespace, "services"))
+        return _items(found)
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._call("get", "pods", namespace, "GET",
+                           _ns_path("/api/v1", namespace, "pods", name), allow=(404,))
+        return found if isinstance(found, dict) else None
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = self._call("get", "configmaps", namespace, "GET",
+                           _ns_path("/api/v1", namespace, "configmaps", name), allow=(404,))
+        if not isinstance(found, dict):
+            return None
+        data = found.get("data")
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def node_provider_ids(self) -> list[str] | None:
         try:
             found = self._call("list", "nodes", None, "GET", "/api/v1/nodes")
         except ForbiddenError:
             return None  # a namespaced user: the cloud is then read from the Service alone
-        return [str((i.get("spec") or {}).get("providerID", "")) for i in found.get("items", [])]
+        return [str((i.get("spec") or {}).get("providerID", "")) for i in _items(found)]
 
     # -- EnvoyFilters --------------------------------------------------------------------
 
     def _filters_path(self, namespace: str | None, name: str = "") -> str:
-        base = (f"{ENVOYFILTERS}/namespaces/{namespace}/envoyfilters" if namespace
-                else f"{ENVOYFILTERS}/envoyfilters")
-        return f"{base}/{name}" if name else base
+        return _ns_path(ENVOYFILTERS, namespace, "envoyfilters", name)
 
     def list_envoyfilters(self, namespace: str | None) -> list[dict[str, Any]]:
         found = self._call("list", ENVOYFILTER_RESOURCE, namespace, "GET",
                            self._filters_path(namespace))
-        return [item for item in found.get("items", []) if isinstance(item, dict)]
+        return _items(found)
 
     def get_envoyfilter(self, namespace: str, name: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = self._call(
@@ -243,93 +246,74 @@ class KubeCluster:
                         )
         return AdminRead(self._admin_via_exec(pod, path, timeout), "exec")
 
-    def _pod_url(self, pod: Pod, sub: str) -> str:
-        return self._url(f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/{sub}")
+    def _pod_path(self, pod: Pod, sub: str) -> str:
+        return _ns_path("/api/v1", pod.namespace, "pods", pod.name) + f"/{sub}"
+
+    def _open_stream(self, pod: Pod, sub: str, query: list[tuple[str, str]], timeout: float,
+                     what: str, forbidden: str) -> Any:
+        """The websocket of a pod subresource; every failure named after the pod."""
+        self._count()
+        try:
+            return self._transport.websocket(self._pod_path(pod, sub), query,
+                                             [streams.CHANNEL_PROTOCOL], timeout)
+        except HandshakeError as exc:
+            if exc.status == 401:
+                raise self._unauthorized(_message(exc.body)) from None
+            if exc.status == 403:
+                raise ForbiddenError(forbidden) from None
+            raise ClusterError(f"{what} {pod.namespace}/{pod.name} failed: {exc.status} "
+                               f"{_message(exc.body) or http.client.responses.get(exc.status, '')}"
+                               ) from None
+        except KeepaliveError:
+            raise
+        except Exception as exc:  # any transport failure is this pod's read error
+            raise ClusterError(f"{what} {pod.namespace}/{pod.name} failed: "
+                               f"{_describe(exc)}") from None
 
     def _admin_via_port_forward(self, pod: Pod, path: str, timeout: float) -> bytes:
-        from kubernetes.stream import ws_client
-
-        with self._lock:
-            self.requests += 1
+        what = f"port-forward to {pod.namespace}/{pod.name}:{ADMIN_PORT}"
+        ws = self._open_stream(
+            pod, "portforward", [("ports", str(ADMIN_PORT))], timeout, "port-forward to",
+            f"forbidden (403): cannot create pods/portforward in namespace {pod.namespace}")
         try:
-            forward = ws_client.portforward_call(
-                self._configuration, "GET", self._pod_url(pod, "portforward"),
-                headers=self._auth_headers(), query_params=[("ports", str(ADMIN_PORT))],
-                _request_timeout=timeout)
-        except Exception as exc:  # the client wraps every websocket failure the same way
-            if _is_forbidden(exc):
-                raise ForbiddenError(
-                    f"forbidden (403): cannot create pods/portforward in namespace "
-                    f"{pod.namespace}") from None
+            answer = streams.http_get(ws, path, timeout)
+        except Exception as exc:  # BrokenPipe, reset, bad frames, timeouts: all the pod's
             raise ClusterError(
-                f"port-forward to {pod.namespace}/{pod.name}:{ADMIN_PORT} failed: "
-                f"{getattr(exc, 'reason', exc)}") from None
-        try:
-            sock = forward.socket(ADMIN_PORT)
-            sock.settimeout(timeout)
-            request = (f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: localhost\r\n"
-                       "Connection: close\r\n\r\n")
-            sock.sendall(request.encode())
-            # Read by Content-Length or chunks: the forwarded stream may never show EOF.
-            response = http.client.HTTPResponse(sock)
-            try:
-                response.begin()
-                body = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                detail = forward.error(ADMIN_PORT) or str(exc) or type(exc).__name__
-                raise ClusterError(
-                    f"reading Envoy admin of {pod.namespace}/{pod.name} through port-forward "
-                    f"failed: {detail}") from None
-            if response.status != 200:
-                raise ClusterError(
-                    f"Envoy admin of {pod.namespace}/{pod.name} answered {response.status} "
-                    f"to GET /{path}")
-            return body
+                f"reading Envoy admin of {pod.namespace}/{pod.name} through port-forward "
+                f"failed: {_describe(exc)}") from None
         finally:
-            forward.close()
+            _close(ws)
+        if answer.status != 200:
+            raise ClusterError(
+                f"Envoy admin of {pod.namespace}/{pod.name} answered {answer.status} "
+                f"to GET /{path} ({what})")
+        return answer.body
 
     def _admin_via_exec(self, pod: Pod, path: str, timeout: float) -> bytes:
         return self.exec_proxy(pod, ["pilot-agent", "request", "GET", path], timeout)
 
     def exec_proxy(self, pod: Pod, command: list[str], timeout: float) -> bytes:
         """Run `command` in the pod's istio-proxy container; its stdout, or a ClusterError."""
-        from kubernetes.stream import ws_client
-
-        with self._lock:
-            self.requests += 1
         query = [("command", part) for part in command]
         query += [("container", PROXY_CONTAINER), ("stdout", "true"), ("stderr", "true"),
                   ("stdin", "false"), ("tty", "false")]
+        ws = self._open_stream(
+            pod, "exec", query, timeout, "exec in",
+            f"forbidden (403): cannot create pods/exec in namespace {pod.namespace} "
+            f"(needed for `{' '.join(command[:2])}` in {PROXY_CONTAINER})")
         try:
-            ws = ws_client.websocket_call(
-                self._configuration, "GET", self._pod_url(pod, "exec"),
-                headers=self._auth_headers(), query_params=query, _preload_content=False,
-                binary=True)
-        except Exception as exc:  # the client wraps every websocket failure the same way
-            if _is_forbidden(exc):
-                raise ForbiddenError(
-                    f"forbidden (403): cannot create pods/exec in namespace {pod.namespace} "
-                    f"(needed for `{' '.join(command[:2])}` in {PROXY_CONTAINER})") from None
-            raise ClusterError(f"exec in {pod.namespace}/{pod.name} failed: "
-                               f"{getattr(exc, 'reason', exc)}") from None
-        try:
-            ws.run_forever(timeout=timeout)
-            if ws.is_open():
-                raise ClusterError(
-                    f"exec of {command[0]} in {pod.namespace}/{pod.name} did not finish "
-                    f"within {timeout:.0f}s")
-            out = ws.read_stdout()
-            err = ws.read_stderr()
-            code = ws.returncode
+            result = streams.exec_output(ws, timeout)
+        except Exception as exc:  # any stream failure is this pod's error, never a crash
+            raise ClusterError(f"exec of {command[0]} in {pod.namespace}/{pod.name} failed: "
+                               f"{_describe(exc)}") from None
         finally:
-            ws.close()
-        out_bytes = out.encode() if isinstance(out, str) else bytes(out or b"")
-        if code not in (0, None):
-            text = err.decode(errors="replace") if isinstance(err, bytes) else str(err or "")
+            _close(ws)
+        if result.exit_code != 0:
+            text = result.failure or result.stderr.decode(errors="replace")
             raise ClusterError(
                 f"`{' '.join(command)}` in {pod.namespace}/{pod.name} exited "
-                f"{code}: {text.strip()[:200]}")
-        return out_bytes
+                f"{result.exit_code}: {text.strip()[:200]}")
+        return result.stdout
 
 
 class AlreadyExists(KeepaliveError):
@@ -339,17 +323,28 @@ class AlreadyExists(KeepaliveError):
         super().__init__(f"envoyfilter {namespace}/{name} already exists")
 
 
-def _is_forbidden(exc: Any) -> bool:
-    """The websocket handshake's status: the client reports it as `Handshake status 403 ...`."""
-    status = int(getattr(exc, "status", 0) or 0)
-    words = str(getattr(exc, "reason", exc)).split()
-    return status in (401, 403) or "403" in words[:4] or "401" in words[:4]
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, streams.StreamError):
+        return text or "stream error"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _close(ws: Any) -> None:
+    # Closing a broken stream must not hide the error that broke it.
+    with contextlib.suppress(Exception):
+        ws.close(timeout=1)
+
+
+def _items(found: Any) -> list[dict[str, Any]]:
+    items = found.get("items") if isinstance(found, dict) else None
+    return [i for i in items or () if isinstance(i, dict)]
 
 
 def _message(data: bytes) -> str:
     try:
         message = json.loads(data).get("message")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return str(message or "")
 
@@ -361,7 +356,10 @@ def _pod(item: dict[str, Any]) -> Pod:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     owner = next((o.get("name") for o in meta.get("ownerReferences") or []
                   if o.get("kind") == "ReplicaSet"), None)
-    containers = tuple(str(c.get("name")) for c in (item.get("spec") or {}).get("containers") or [])
+    specs = (item.get("spec") or {}).get("containers") or []
+    containers = tuple(str(c.get("name")) for c in specs)
+    proxy_args = next((tuple(str(a) for a in c.get("args") or []) for c in specs
+                       if c.get("name") == "istio-proxy"), ())
     return Pod(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -372,6 +370,7 @@ def _pod(item: dict[str, Any]) -> Pod:
         replicaset=owner,
         containers=containers,
         injected_revision=_injected_revision(meta.get("annotations") or {}),
+        proxy_args=proxy_args,
     )
 
 

@@ -1,0 +1,194 @@
+"""From a resolved kubeconfig to what a request needs: server URL, TLS material, headers.
+
+Reads the files a kubeconfig names (CA, client certificate and key) and decodes its base64
+`*-data`, so every problem with them is a UsageError naming the file and the field before any
+request. Builds the one `ssl.SSLContext` that REST requests and websockets share (client
+certificates are loaded into it through short-lived 0600 temporary files, removed at once).
+Impersonation becomes headers here so that every request, websockets included, carries them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import ssl
+import tempfile
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubectl_keepalive.credentials import Credentials
+from kubectl_keepalive.errors import UsageError
+from kubectl_keepalive.kubeconfig import ResolvedConfig
+
+EXEC_EXTENSION = "client.authentication.k8s.io/exec"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Everything needed to talk to one API server as one user."""
+
+    server: str  # scheme://host[:port][/prefix], no trailing slash
+    ca_pem: bytes | None
+    insecure: bool
+    tls_server_name: str | None
+    cert_pem: bytes | None  # the kubeconfig's own client certificate
+    key_pem: bytes | None
+    proxy_url: str | None
+    impersonation: tuple[tuple[str, str], ...]  # header pairs; Impersonate-Group may repeat
+    request_timeout: float | None
+    credentials: Credentials = field(compare=False)
+    context: str = ""
+    user_name: str = ""
+
+    @property
+    def secure(self) -> bool:
+        return self.server.startswith("https://")
+
+    def describe(self) -> str:
+        return f"{self.server} (context {self.context})" if self.context else self.server
+
+    def who(self) -> str:
+        """The user and context, for a 401's message."""
+        user = f'user "{self.user_name}"' if self.user_name else "the anonymous user"
+        return f"{user} (context {self.context})" if self.context else user
+
+
+def _read(path: str, origin: str, where: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"kubeconfig {origin}: {where}: cannot read {path}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _material(entry: dict[str, Any], key: str, origin: str, where: str) -> bytes | None:
+    """`key-data` (base64) wins over the file `key`, as in client-go."""
+    data = entry.get(f"{key}-data")
+    if data:
+        try:
+            return base64.b64decode(str(data).encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            raise UsageError(f"kubeconfig {origin}: {where}.{key}-data: not valid base64") \
+                from None
+    path = entry.get(key)
+    return _read(str(path), origin, f"{where}.{key}") if path else None
+
+
+def _server(value: str, origin: str, where: str) -> str:
+    if not value:
+        raise UsageError(f"kubeconfig {origin}: {where}.server: no server is set (pass "
+                         "--server or fix the kubeconfig)")
+    if "://" not in value:
+        value = f"https://{value}"  # client-go's default when TLS is possible
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise UsageError(f"kubeconfig {origin}: {where}.server: {value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"kubeconfig {origin}: {where}.server: {value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _impersonation(user: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    headers: list[tuple[str, str]] = []
+    if user.get("as"):
+        headers.append(("Impersonate-User", str(user["as"])))
+    headers += [("Impersonate-Group", str(g)) for g in user.get("as-groups") or ()]
+    if user.get("as-uid"):
+        headers.append(("Impersonate-Uid", str(user["as-uid"])))
+    return tuple(headers)
+
+
+def _cluster_info(cluster: dict[str, Any], server: str, ca_pem: bytes | None) -> dict[str, Any]:
+    """ExecCredential spec.cluster, as client-go fills it for provideClusterInfo."""
+    info: dict[str, Any] = {"server": server}
+    if cluster.get("tls-server-name"):
+        info["tls-server-name"] = cluster["tls-server-name"]
+    if cluster.get("insecure-skip-tls-verify"):
+        info["insecure-skip-tls-verify"] = True
+    if ca_pem:
+        info["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    if cluster.get("proxy-url"):
+        info["proxy-url"] = cluster["proxy-url"]
+    for extension in cluster.get("extensions") or ():
+        if isinstance(extension, dict) and extension.get("name") == EXEC_EXTENSION:
+            info["config"] = extension.get("extension")
+    return info
+
+
+def build(resolved: ResolvedConfig, env: dict[str, str] | None = None) -> Connection:
+    """The connection a resolved kubeconfig describes; UsageError for what is wrong in it."""
+    cluster, user = resolved.cluster, resolved.user
+    cwhere = f'cluster "{resolved.cluster_name}"'
+    uwhere = f'user "{resolved.user_name}"'
+    server = _server(str(cluster.get("server") or ""), resolved.cluster_origin, cwhere)
+    insecure = bool(cluster.get("insecure-skip-tls-verify"))
+    ca_pem = _material(cluster, "certificate-authority", resolved.cluster_origin, cwhere)
+    secure = server.startswith("https://")
+    if not secure and not insecure and ca_pem is None:
+        user = {}  # client-go sends credentials only over TLS
+    cert = _material(user, "client-certificate", resolved.user_origin, uwhere)
+    key = _material(user, "client-key", resolved.user_origin, uwhere)
+    if bool(cert) != bool(key):
+        raise UsageError(f"kubeconfig {resolved.user_origin}: {uwhere}: a client certificate "
+                         "needs both client-certificate and client-key")
+    credentials = Credentials(user, resolved.user_name, resolved.user_origin,
+                              _cluster_info(cluster, server, ca_pem), env=env)
+    return Connection(
+        server=server, ca_pem=ca_pem, insecure=insecure,
+        tls_server_name=str(cluster.get("tls-server-name") or "") or None,
+        cert_pem=cert, key_pem=key, proxy_url=str(cluster.get("proxy-url") or "") or None,
+        impersonation=_impersonation(user), request_timeout=resolved.request_timeout,
+        credentials=credentials, context=resolved.context, user_name=resolved.user_name)
+
+
+def ssl_context(connection: Connection, cert_pem: bytes | None = None,
+                key_pem: bytes | None = None) -> ssl.SSLContext:
+    """TLS as the kubeconfig says: its CA (else the system's), or no verification at all."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if connection.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif connection.ca_pem is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # only the kubeconfig's CA
+        try:
+            context.load_verify_locations(cadata=_pem_text(connection.ca_pem))
+        except (ssl.SSLError, ValueError) as exc:
+            raise UsageError(f"the certificate authority of context {connection.context} is "
+                             f"not a PEM certificate: {exc}") from None
+    cert_pem, key_pem = (cert_pem, key_pem) if cert_pem else (connection.cert_pem,
+                                                              connection.key_pem)
+    if cert_pem and key_pem:
+        _load_cert_chain(context, cert_pem, key_pem, connection.context)
+    return context
+
+
+def _pem_text(data: bytes) -> str:
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("not ASCII PEM text") from None
+
+
+def _load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes,
+                     name: str) -> None:
+    # ssl loads certificates only from files: 0600 temporary files, removed once loaded.
+    paths: list[str] = []
+    try:
+        for data in (cert_pem, key_pem):
+            handle, path = tempfile.mkstemp(prefix="kubectl-keepalive-", suffix=".pem")
+            paths.append(path)
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+        context.load_cert_chain(paths[0], paths[1])
+    except (ssl.SSLError, ValueError) as exc:
+        raise UsageError(f"the client certificate or key of context {name} cannot be "
+                         f"used: {exc}") from None
+    finally:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

@@ -1,0 +1,172 @@
+"""The API server's streaming protocols over an open websocket: port-forward and exec.
+
+Both speak `v4.channel.k8s.io`: every binary message starts with its channel number. Port-forward
+gives port i the data channel 2i and the error channel 2i+1, each opening with the port number
+(2 bytes, little endian). Exec uses 1 stdout, 2 stderr and 3 a final Status in JSON. The reads
+are synchronous under one deadline: no proxy thread, no socket pair. The caller turns any
+exception from here into the pod's error.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+CHANNEL_PROTOCOL = "v4.channel.k8s.io"
+
+
+class StreamError(Exception):
+    """The stream said something went wrong (the error channel, a bad frame, a timeout)."""
+
+
+class _Frames:
+    """Binary frames of a channel websocket, each channel's opening port prefix removed."""
+
+    def __init__(self, ws: Any, deadline: float, prefixed: bool) -> None:
+        self._ws = ws
+        self._deadline = deadline
+        self._prefixed = prefixed
+        self._seen: set[int] = set()
+        self.closed = False
+
+    def next(self) -> tuple[int, bytes] | None:
+        """(channel, payload) of the next data frame, or None once the server closed."""
+        import websocket
+
+        while not self.closed:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise StreamError("timed out")
+            self._ws.settimeout(left)
+            opcode, data = self._ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                self.closed = True
+                return None
+            if opcode not in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_TEXT):
+                continue
+            data = bytes(data)
+            if not data:
+                continue
+            channel, payload = data[0], data[1:]
+            if self._prefixed and channel not in self._seen:
+                self._seen.add(channel)
+                payload = payload[2:]  # the port number each port-forward channel opens with
+                if not payload:
+                    continue
+            return channel, payload
+        return None
+
+
+class _ChannelReader(io.RawIOBase):
+    """A file of one port's data channel, for http.client; the error channel raises."""
+
+    def __init__(self, frames: _Frames, data_channel: int) -> None:
+        self._frames = frames
+        self._data = data_channel
+        self._buffer = b""
+        self.error = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            frame = self._frames.next()
+            if frame is None:
+                if self.error:
+                    raise StreamError(self.error.decode(errors="replace").strip())
+                return 0
+            channel, payload = frame
+            if channel == self._data:
+                self._buffer = payload
+            elif channel == self._data + 1:
+                self.error += payload
+                raise StreamError(self.error.decode(errors="replace").strip() or "error")
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+class _FakeSocket:
+    """What http.client.HTTPResponse needs of a socket: makefile()."""
+
+    def __init__(self, reader: _ChannelReader) -> None:
+        self._file = io.BufferedReader(reader)
+
+    def makefile(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self._file
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+
+
+def http_get(ws: Any, path: str, timeout: float) -> HttpAnswer:
+    """GET `path` from the one forwarded port (index 0) and read the whole answer."""
+    frames = _Frames(ws, time.monotonic() + timeout, prefixed=True)
+    request = (f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: localhost\r\n"
+               "Connection: close\r\n\r\n").encode()
+    ws.send_binary(b"\x00" + request)
+    # Read by Content-Length or chunks: the forwarded stream may never show EOF.
+    response = http.client.HTTPResponse(_FakeSocket(_ChannelReader(frames, 0)))  # type: ignore[arg-type]
+    response.begin()
+    if response.length is None and not response.chunked:
+        # Envoy's HTTP/1.1 answers always carry one or the other; without either, a cut
+        # stream would pass for an empty body.
+        raise StreamError("the answer was cut short (no Content-Length and no chunks)")
+    body = response.read()
+    if response.length:  # http.client leaves what is still missing in .length
+        raise StreamError("the answer was cut short")
+    return HttpAnswer(response.status, body)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    failure: str  # the Status message when the command could not run at all
+
+
+def exec_output(ws: Any, timeout: float) -> ExecResult:
+    """Collect stdout and stderr until the server sends the final Status and closes."""
+    frames = _Frames(ws, time.monotonic() + timeout, prefixed=False)
+    out, err, status = b"", b"", b""
+    while (frame := frames.next()) is not None:
+        channel, payload = frame
+        if channel == 1:
+            out += payload
+        elif channel == 2:
+            err += payload
+        elif channel == 3:
+            status += payload
+    if not status:
+        raise StreamError("the stream closed without the command's exit status")
+    code, failure = _exit_status(status)
+    return ExecResult(out, err, code, failure)
+
+
+def _exit_status(raw: bytes) -> tuple[int, str]:
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        raise StreamError(f"unreadable exit status {raw[:100]!r}") from None
+    if not isinstance(status, dict):
+        raise StreamError("unreadable exit status")
+    if status.get("status") == "Success":
+        return 0, ""
+    if status.get("reason") == "NonZeroExitCode":
+        for cause in (status.get("details") or {}).get("causes") or ():
+            if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+                try:
+                    return int(str(cause.get("message"))), ""
+                except ValueError:
+                    break
+    return -1, str(status.get("message") or "the command failed")

@@ -1,0 +1,163 @@
+"""Port-forward and exec streams: every transport failure is the pod's ClusterError; the
+channel protocol is read right; path segments and impersonation headers are what is sent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websocket
+import yaml
+
+from kubectl_keepalive.errors import ClusterError, ForbiddenError
+from kubectl_keepalive.kube import KubeCluster
+from kubectl_keepalive.kubeconfig import ConnectionFlags, resolve
+from kubectl_keepalive.model import Pod
+from kubectl_keepalive.transport import HandshakeError
+
+POD = Pod(namespace="gw", name="gateway-1")
+BINARY, CLOSE = websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CLOSE
+
+
+class FakeSocket:
+    """A websocket that replays frames, or raises on send/recv."""
+
+    def __init__(self, frames: list[tuple[int, bytes]], fail_send: BaseException | None = None,
+                 fail_recv: BaseException | None = None) -> None:
+        self.frames = list(frames)
+        self.fail_send, self.fail_recv = fail_send, fail_recv
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def send_binary(self, data: bytes) -> None:
+        if self.fail_send:
+            raise self.fail_send
+        self.sent.append(data)
+
+    def settimeout(self, _timeout: float) -> None:
+        pass
+
+    def recv_data(self) -> tuple[int, bytes]:
+        if self.fail_recv:
+            raise self.fail_recv
+        return self.frames.pop(0) if self.frames else (CLOSE, b"")
+
+    def close(self, timeout: float = 0) -> None:
+        self.closed = True
+        raise OSError("closing a broken socket fails too")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> KubeCluster:
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({
+        "current-context": "a", "contexts": [{"name": "a", "context": {"cluster": "c",
+                                                                        "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    return KubeCluster(resolve(str(path), None, None, {}, flags=ConnectionFlags(
+        as_user="jane", as_groups=("ops",))))
+
+
+def use(cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch, result: Any) -> list[Any]:
+    opened: list[Any] = []
+
+    def websocket_(path: str, query: list[tuple[str, str]], protocols: list[str],
+                   timeout: float) -> Any:
+        opened.append((path, query, protocols))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    monkeypatch.setattr(cluster._transport, "websocket", websocket_)
+    return opened
+
+
+def data(channel: int, payload: bytes, first: bool = False) -> tuple[int, bytes]:
+    return BINARY, bytes([channel]) + (b"\x98\x3a" if first else b"") + payload
+
+
+@pytest.mark.parametrize("failure", [
+    {"fail_send": BrokenPipeError(32, "Broken pipe")},
+    {"fail_send": ConnectionResetError(104, "Connection reset by peer")},
+    {"fail_recv": websocket.WebSocketConnectionClosedException("closed")},
+    {"fail_recv": websocket.WebSocketTimeoutException("timed out")},
+    {"fail_recv": ValueError("junk")},
+])
+def test_port_forward_failures_are_the_pods_cluster_error(
+        cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch, failure: dict[str, Any]) -> None:
+    use(cluster, monkeypatch, FakeSocket([], **failure))
+    with pytest.raises(ClusterError, match="Envoy admin of gw/gateway-1 through port-forward"):
+        cluster.read_admin(POD, "config_dump", 1.0)
+
+
+def test_port_forward_error_channel_and_early_close(cluster: KubeCluster,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    use(cluster, monkeypatch, FakeSocket([data(0, b"", True), data(1, b"", True),
+                                          data(1, b"connection refused")]))
+    with pytest.raises(ClusterError, match=r"gw/gateway-1.*connection refused"):
+        cluster.read_admin(POD, "config_dump", 1.0)
+    use(cluster, monkeypatch, FakeSocket([data(0, b"HTTP/1.1 200 OK\r\nContent-Le", True)]))
+    with pytest.raises(ClusterError, match="gw/gateway-1"):
+        cluster.read_admin(POD, "config_dump", 1.0)
+
+
+def test_port_forward_reads_a_chunked_answer(cluster: KubeCluster,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    sock = FakeSocket([data(0, b"", True), data(1, b"", True), data(0, body[:20]),
+                       data(0, body[20:])])
+    opened = use(cluster, monkeypatch, sock)
+    assert cluster.read_admin(POD, "config_dump", 1.0).body == b"hello"
+    assert sock.sent[0].startswith(b"\x00GET /config_dump HTTP/1.1\r\n")
+    assert opened[0][0] == "/api/v1/namespaces/gw/pods/gateway-1/portforward"
+
+
+def test_handshake_statuses(cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps({"message": "Unauthorized"}).encode()
+    use(cluster, monkeypatch, HandshakeError(401, body))
+    with pytest.raises(ClusterError, match=r'unauthorized \(401\).*credentials of user "u" '
+                                           r"\(context a\)"):
+        cluster.exec_proxy(POD, ["ss"], 1.0)
+    use(cluster, monkeypatch, HandshakeError(403, b"{}"))
+    with pytest.raises(ForbiddenError, match="cannot create pods/exec in namespace gw"):
+        cluster.exec_proxy(POD, ["ss"], 1.0)
+    use(cluster, monkeypatch, OSError("network is unreachable"))
+    with pytest.raises(ClusterError, match="exec in gw/gateway-1 failed: OSError"):
+        cluster.exec_proxy(POD, ["ss"], 1.0)
+
+
+def test_exec_exit_codes(cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok = json.dumps({"status": "Success"}).encode()
+    use(cluster, monkeypatch, FakeSocket([data(1, b"out"), data(2, b"warn"), data(3, ok)]))
+    assert cluster.exec_proxy(POD, ["ss"], 1.0) == b"out"
+    failed = json.dumps({"status": "Failure", "reason": "NonZeroExitCode", "details": {
+        "causes": [{"reason": "ExitCode", "message": "2"}]}}).encode()
+    use(cluster, monkeypatch, FakeSocket([data(2, b"no such file"), data(3, failed)]))
+    with pytest.raises(ClusterError, match="exited 2: no such file"):
+        cluster.exec_proxy(POD, ["ss"], 1.0)
+    use(cluster, monkeypatch, FakeSocket([data(1, b"partial")]))
+    with pytest.raises(ClusterError, match="without the command's exit status"):
+        cluster.exec_proxy(POD, ["ss"], 1.0)
+
+
+def test_rest_escapes_segments_and_sends_impersonation(cluster: KubeCluster,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, str]] = []
+
+    def request(method: str, path: str, query: Any = None, body: Any = None,
+                content_type: str = "") -> tuple[int, bytes]:
+        sent.append((method, path))
+        return 200, b'{"items": []}'
+
+    monkeypatch.setattr(cluster._transport, "request", request)
+    cluster.list_pods("../../apis/apps/v1/namespaces/kube-system/deployments?x=", "a=b")
+    assert sent[0][1] == ("/api/v1/namespaces/..%2F..%2Fapis%2Fapps%2Fv1%2Fnamespaces%2F"
+                          "kube-system%2Fdeployments%3Fx%3D/pods")
+    from kubectl_keepalive.credentials import Auth
+
+    assert cluster._transport.headers(Auth("Bearer t")) == [
+        ("User-Agent", "kubectl-keepalive"), ("Authorization", "Bearer t"),
+        ("Impersonate-User", "jane"), ("Impersonate-Group", "ops")]
