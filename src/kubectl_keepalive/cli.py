@@ -7,16 +7,18 @@ that `--help` and `version` start fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, cast
 
 from kubectl_keepalive.errors import (
     EXIT_CHANGES,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     KeepaliveError,
     UsageError,
 )
@@ -28,6 +30,7 @@ EXIT_CODES_HELP = """exit codes:
   2    usage error or bad input (nothing was contacted or changed)
   3    cluster or API error (RBAC, unreachable, conflicting EnvoyFilter, rollout failed)
   4    verification failed: the options are not live after applying them
+  5    internal error (a bug): one line; -v shows the traceback
   130  interrupted
 """
 
@@ -50,6 +53,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """kubectl's global flags, accepted before or after the subcommand: the copy on each
+    subcommand has no defaults (SUPPRESS), so a value given before it survives."""
     default: Any = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("cluster flags (as in kubectl)")
     group.add_argument("-n", "--namespace", default=default,
@@ -57,19 +62,69 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     group.add_argument("--context", default=default, help="kubeconfig context to use")
     group.add_argument("--kubeconfig", default=default, help="path to the kubeconfig file")
     group.add_argument("-l", "--selector", default=default,
-                       help="label selector for gateway pods (default: the well-known gateway "
-                            "labels of istioctl, Helm and Gateway API installs)")
+                       help="label selector for gateway pods, kubectl syntax (default: the "
+                            "well-known gateway labels of istioctl, Helm and Gateway API "
+                            "installs)")
     group.add_argument("--istio-namespace", default=argparse.SUPPRESS if suppress
                        else "istio-system",
                        help="Istio's root namespace, whose EnvoyFilters reach every gateway "
                             "(default: istio-system)")
-    group.add_argument("-v", "--v", dest="verbose", type=int, nargs="?", const=1,
-                       default=argparse.SUPPRESS if suppress else 0,
-                       help="log level: 1 shows the cluster used and timings")
+    group.add_argument("-v", "--v", dest="verbose", nargs="?", const="1", metavar="LEVEL",
+                       default=argparse.SUPPRESS if suppress else "0",
+                       help="log level (-v 6, -v=6, --v=6, -v6; -v alone is 1): 1 shows the "
+                            "cluster used, timings, and the traceback of an internal error")
+    conn = parser.add_argument_group("connection flags (as in kubectl)")
+    conn.add_argument("--cluster", default=default, help="kubeconfig cluster to use")
+    conn.add_argument("--user", default=default, help="kubeconfig user to use")
+    conn.add_argument("-s", "--server", default=default,
+                      help="address and port of the Kubernetes API server")
+    conn.add_argument("--token", default=default, help="bearer token for the API server")
+    conn.add_argument("--as", dest="as_user", default=default, metavar="USER",
+                      help="user to impersonate")
+    conn.add_argument("--as-group", dest="as_group" if suppress else "as_group_pre",
+                      action="append", default=default, metavar="GROUP",
+                      help="group to impersonate; repeatable")
+    conn.add_argument("--as-uid", default=default, metavar="UID", help="UID to impersonate")
+    conn.add_argument("--certificate-authority", default=default, metavar="FILE",
+                      help="CA certificate file for the API server")
+    conn.add_argument("--client-certificate", default=default, metavar="FILE",
+                      help="client certificate file for TLS")
+    conn.add_argument("--client-key", default=default, metavar="FILE",
+                      help="client key file for TLS")
+    conn.add_argument("--insecure-skip-tls-verify", action="store_true",
+                      default=argparse.SUPPRESS if suppress else False,
+                      help="do not check the server's certificate (insecure)")
+    conn.add_argument("--tls-server-name", default=default, metavar="NAME",
+                      help="server name for the server's certificate check")
+    conn.add_argument("--request-timeout", default=default, metavar="DUR",
+                      help="per API request: 0 (none), seconds, or 30s, 1m, 500ms")
+
+
+_BOOL_FLAGS = ("--insecure-skip-tls-verify",)
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """The two kubectl spellings argparse lacks: `-v` alone (level 1, never eating the next
+    word, which may be the subcommand) and `--bool-flag=true|false`."""
+    words = list(argv)
+    done: list[str] = []
+    for i, word in enumerate(words):
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if word in ("-v", "--v") and not (following and set(following) <= _ASCII_DIGITS):
+            done.append("--v=1")
+            continue
+        flag, sep, value = word.partition("=")
+        if sep and flag in _BOOL_FLAGS and value.lower() in ("true", "false"):
+            if value.lower() == "true":
+                done.append(flag)
+            continue
+        done.append(word)
+    return done
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, action="append", metavar="N",
+    parser.add_argument("--port", action="append", metavar="N",
                         help="gateway port to patch, as Envoy binds it (the Service targetPort, "
                              "e.g. 8080 not 80 for istio-ingressgateway); repeatable; default: "
                              "every TCP listener port found live")
@@ -77,7 +132,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
                         help="idle time before the first probe (default 60s)")
     parser.add_argument("--interval", default=None, metavar="DUR",
                         help="time between probes (default 10s)")
-    parser.add_argument("--probes", type=int, default=None, metavar="N",
+    parser.add_argument("--probes", default=None, metavar="N",
                         help="unanswered probes before the connection is reset (default 3)")
 
 
@@ -93,12 +148,17 @@ def _write_flags(parser: argparse.ArgumentParser) -> None:
                              "the change never get keepalive)")
     parser.add_argument("--timeout", default="5m", metavar="DUR",
                         help="how long to wait for the rollout and verification (default 5m)")
+    parser.add_argument("--when-quiet", nargs="?", const="0", default=None, metavar="N",
+                        help="before writing, wait (within --timeout) until every target pod "
+                             "has at most N requests in flight on the ports to change "
+                             "(default 0); exit 4 and write nothing if that does not happen")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kubectl keepalive",
+        allow_abbrev=False,  # as kubectl: `--idl` is not `--idle`
         description=DESCRIPTION,
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def sub(name: str, help_text: str) -> argparse.ArgumentParser:
         sp = subs.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             allow_abbrev=False)
         _globals(sp, suppress=True)
         return sp
 
@@ -130,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff = sub("diff", "show what enable would change; exit 1 when it would change something")
     _settings_flags(diff)
     diff.add_argument("--disable", action="store_true", help="diff for disable instead")
+    diff.add_argument("-o", "--output", choices=["yaml", "json"], default=None,
+                      help="print the plan as data: changes, what is in flight on each port, "
+                           "and when the push and the rollout cut it")
 
     enable = sub("enable", "write the keepalive EnvoyFilter, roll the gateway, verify")
     _settings_flags(enable)
@@ -162,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--timeout", default="10s", metavar="DUR",
                         help="per-pod timeout for reading Envoy admin (default 10s)")
 
+    rbac = sub("rbac", "print the ClusterRole (or with -n, Roles) and binding a role needs: "
+                       "viewer (status, diff, doctor) or operator (also enable, disable)")
+    rbac.add_argument("role", choices=["viewer", "operator"])
+    rbac.add_argument("--serviceaccount", action="append", metavar="NS:NAME",
+                      help="bind this ServiceAccount; repeatable")
+    rbac.add_argument("--group", action="append", metavar="NAME",
+                      help="bind this group; repeatable")
+    rbac.add_argument("--subject-user", action="append", metavar="NAME",
+                      help="bind this user (--user is kubectl's kubeconfig flag); repeatable")
+    rbac.add_argument("--name", metavar="NAME",
+                      help="name of the Role(s) and binding(s) (default: kubectl-keepalive-ROLE)")
+
     sub("version", "print the plugin version")
     completion = sub("completion", "print the kubectl_complete-keepalive script for kubectl "
                                    ">= 1.26 shell completion")
@@ -169,6 +245,77 @@ def build_parser() -> argparse.ArgumentParser:
                             help="write the script as DIR/kubectl_complete-keepalive (a "
                                  "directory on PATH)")
     return parser
+
+
+class GuardedStream(io.TextIOBase):
+    """A text stream that records, instead of raising, that its reader went away.
+
+    Only a BrokenPipeError raised by *this* stream means "the reader closed it" (`status | head`);
+    output after that is dropped and the command runs to its own exit code. A BrokenPipeError
+    from anywhere else (a port-forward socket) stays an error.
+    """
+
+    def __init__(self, inner: IO[str] | None, quiet: bool = False) -> None:
+        super().__init__()
+        self.inner: Any = inner
+        self.quiet = quiet  # stderr: nowhere left to report its own failure
+        self.broken = inner is None  # started with the descriptor closed: sys.stdout is None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.inner.write(text)
+            except BrokenPipeError:
+                self.broken = True
+            except (OSError, ValueError):
+                if not self.quiet:
+                    raise
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.inner.flush()
+            except BrokenPipeError:
+                self.broken = True
+            except (OSError, ValueError):
+                if not self.quiet:
+                    raise
+                self.broken = True
+
+    def isatty(self) -> bool:
+        isatty = getattr(self.inner, "isatty", None)
+        return bool(isatty and isatty())
+
+
+def _guard(stream: IO[str] | None, quiet: bool = False) -> IO[str]:
+    if isinstance(stream, GuardedStream):
+        return cast(IO[str], stream)
+    return cast(IO[str], GuardedStream(stream, quiet))  # a TextIOBase is a text stream
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _internal_error(err: IO[str], what: str, exc: BaseException, verbose: int) -> int:
+    """The last resort: one line naming what failed; the traceback only with -v."""
+    err.write(f"error: {what} failed unexpectedly: {type(exc).__name__}: "
+              f"{_one_line(str(exc))} (a bug in kubectl-keepalive"
+              f"{'' if verbose else '; -v shows the traceback'})\n")
+    if verbose:
+        import traceback
+
+        try:
+            err.write("".join(traceback.format_exception(exc)))
+        except RecursionError:  # a traceback too deep to format: the line above says it all
+            err.write("(the traceback is too deep to print)\n")
+    return EXIT_INTERNAL
 
 
 def main(
@@ -180,27 +327,33 @@ def main(
     stdin: IO[str] | None = None,
 ) -> int:
     """Run one command; return its exit code. Only this function turns errors into output."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    if argv[:1] == ["__complete"]:  # called by kubectl_complete-keepalive; see completion.py
-        from kubectl_keepalive import completion
-
-        out.write(completion.render(*completion.complete(list(argv[1:]), build_parser())))
-        return EXIT_OK
+    out = _guard(stdout if stdout is not None else sys.stdout)
+    err = _guard(stderr if stderr is not None else sys.stderr, quiet=True)
+    what, verbose = "parsing the command line", 0
     try:
-        args = build_parser().parse_args(list(argv))
-        if args.command is None:
-            build_parser().print_help(out)
-            return EXIT_USAGE
-        from kubectl_keepalive import commands
+        if argv[:1] == ["__complete"]:  # called by kubectl_complete-keepalive; see completion.py
+            from kubectl_keepalive import completion
 
+            what = "completion"
+            out.write(completion.render(*completion.complete(list(argv[1:]), build_parser())))
+            return EXIT_OK
+        parsed = build_parser().parse_args(normalize_argv(argv))
+        if parsed.command is None:  # usage on stderr: stdout stays for data, as with errors
+            build_parser().print_help(err)
+            raise UsageError("a command is required (status, diff, enable, disable, doctor, "
+                             "rbac, version, completion)")
+        from kubectl_keepalive import commands, validation
+
+        what = f"checking the flags of `{parsed.command}`"
+        args = validation.check(parsed)  # Complete/Validate: nothing contacted before this
+        what, verbose = f"`{args.command}`", args.verbose
         context = commands.Context(
             args=args,
             out=out,
             err=err,
             env=env if env is not None else os.environ,
             kube_factory=kube_factory,
-            stdin=stdin or sys.stdin,
+            stdin=stdin if stdin is not None else sys.stdin,
         )
         return commands.run(context)
     except KeepaliveError as exc:
@@ -209,12 +362,19 @@ def main(
     except KeyboardInterrupt:
         err.write("error: interrupted\n")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_OK
+    except Exception as exc:  # the last resort: one line, never a bare traceback
+        return _internal_error(err, what, exc, verbose)
 
 
 def entry_point() -> None:
-    sys.exit(main(sys.argv[1:]))
+    out = GuardedStream(sys.stdout)
+    code = main(sys.argv[1:], cast(IO[str], out))
+    if out.broken and sys.stdout is not None:
+        # The reader is gone: point stdout at /dev/null so the interpreter's final flush of
+        # what is still buffered does not print "Exception ignored ... BrokenPipeError".
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
 
 
 __all__ = ["EXIT_CHANGES", "build_parser", "entry_point", "main"]

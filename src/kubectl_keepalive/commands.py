@@ -1,6 +1,8 @@
 """The subcommands: turn parsed flags into use-case calls and reports into output.
 
-Called only from `cli.main`, which maps raised errors to `error:` lines and exit codes.
+Called only from `cli.main`, after `validation.check` has checked and normalised every flag
+(ports and probes are ints, the selector canonical, `connection` a ConnectionFlags); `cli.main`
+maps raised errors to `error:` lines and exit codes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-from kubectl_keepalive import __version__, app, applying, durations, envoyfilter, render
+from kubectl_keepalive import (
+    __version__,
+    app,
+    applying,
+    drainplan,
+    durations,
+    envoyfilter,
+    labelselector,
+    render,
+)
 from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageError
 from kubectl_keepalive.model import Gateway, KeepaliveSettings
 
@@ -25,7 +36,7 @@ class Context:
     err: IO[str]
     env: Mapping[str, str]
     kube_factory: Callable[[Any], Any] | None
-    stdin: IO[str]
+    stdin: IO[str] | None  # None when the process started with stdin closed
 
     def note(self, text: str) -> None:
         self.err.write(text + "\n")
@@ -52,6 +63,7 @@ def run(ctx: Context) -> int:
         "enable": cmd_enable,
         "disable": cmd_disable,
         "doctor": cmd_doctor,
+        "rbac": cmd_rbac,
         "version": cmd_version,
         "completion": cmd_completion,
     }
@@ -62,6 +74,7 @@ def run(ctx: Context) -> int:
 
 
 def settings_from(args: argparse.Namespace) -> KeepaliveSettings:
+    """The settings the flags give, defaults for the rest (values already checked)."""
     default = app.DEFAULT_SETTINGS
     idle = default.idle if args.idle is None else durations.parse_duration(args.idle, "--idle")
     interval = (default.interval if args.interval is None
@@ -75,20 +88,28 @@ def settings_from(args: argparse.Namespace) -> KeepaliveSettings:
 
 
 def ports_from(args: argparse.Namespace) -> list[int] | None:
-    if not args.port:
-        return None
-    for port in args.port:
-        durations.check_range(port, 1, 65535, "--port")
-        if port in app.BOOTSTRAP_PORTS:
-            raise UsageError(
-                f"--port {port} is an Envoy bootstrap port (admin 15000, health 15021, metrics "
-                "15090), not a gateway listener"
-            )
-    return sorted(set(args.port))
+    """The --port values, checked, sorted and unique by `validation.check`."""
+    return [int(p) for p in args.port] if args.port else None
+
+
+def settings_given(args: argparse.Namespace) -> bool:
+    return not (args.idle is None and args.interval is None and args.probes is None)
 
 
 def timeout_from(args: argparse.Namespace) -> int:
     return durations.parse_duration(args.timeout, "--timeout")
+
+
+def when_quiet_from(args: argparse.Namespace) -> int | None:
+    """--when-quiet[=N]: the most requests in flight per pod to apply at; None: do not wait."""
+    value = _get(args, "when_quiet")
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise UsageError(f"--when-quiet {text[:20]!r} is not a whole number of requests "
+                         "(0 or more)")
+    return int(text)
 
 
 def _get(args: argparse.Namespace, name: str, default: Any = None) -> Any:
@@ -109,10 +130,11 @@ def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]
     from kubectl_keepalive import kubeconfig
 
     args = ctx.args
-    resolved = kubeconfig.resolve(_get(args, "kubeconfig"), _get(args, "context"),
-                                  _get(args, "namespace"), ctx.env)
-    namespace = None if all_namespaces else (resolved.namespace if resolved else
-                                             _get(args, "namespace") or _incluster_namespace())
+    flags = _get(args, "connection") or kubeconfig.ConnectionFlags(
+        kubeconfig=_get(args, "kubeconfig"), context=_get(args, "context"))
+    resolved = kubeconfig.resolve(flags.kubeconfig, flags.context, _get(args, "namespace"),
+                                  ctx.env, flags=flags)
+    namespace = None if all_namespaces else resolved.namespace
     if ctx.kube_factory is not None:
         cluster = ctx.kube_factory(resolved)
     else:
@@ -124,15 +146,6 @@ def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]
     return cluster, scope_from(ctx, namespace)
 
 
-def _incluster_namespace() -> str:
-    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or "default"
-    except OSError:
-        return "default"
-
-
 # -- status -----------------------------------------------------------------------------------
 
 
@@ -141,7 +154,11 @@ def cmd_status(ctx: Context) -> int:
     if args.from_file:
         if args.all_namespaces or args.sockets:
             raise UsageError("--from-file reads one pod's config: it takes no -A or --sockets")
-        report = app.status_from_file(_read_input(args.from_file, ctx))
+        try:
+            report = app.status_from_file(_read_input(args.from_file, ctx))
+        except UsageError as exc:
+            name = "stdin" if args.from_file == "-" else args.from_file
+            raise UsageError(f"{name}: {exc}") from None
     else:
         timeout = durations.parse_duration(args.timeout, "--timeout")
         cluster, scope = connect(ctx, all_namespaces=args.all_namespaces)
@@ -175,15 +192,20 @@ def _print_status(ctx: Context, report: app.StatusReport) -> None:
 
 def _read_input(path: str, ctx: Context) -> str:
     """The whole document as text: read once, never held as bytes and str at the same time."""
+    name = "stdin" if path == "-" else path
     try:
         if path == "-":
+            if ctx.stdin is None:
+                raise UsageError("--from-file -: stdin is closed")
             return ctx.stdin.read()
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 JSON: {exc}") from None
+        raise UsageError(f"{name} is not UTF-8 JSON: {exc}") from None
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+    except ValueError:  # the stream was closed under us
+        raise UsageError(f"cannot read {name}: it is closed") from None
 
 
 # -- diff / enable / disable ------------------------------------------------------------------
@@ -195,28 +217,40 @@ def cmd_diff(ctx: Context) -> int:
         cluster, scope = connect(ctx)
         plan = app.plan_disable(cluster, scope)
     else:
-        settings = settings_from(args)
         ports = ports_from(args)
         cluster, scope = connect(ctx)
-        plan = app.plan_enable(cluster, scope, settings, ports)
-    ctx.out.write(render.plan_text(plan, render.to_yaml))
+        plan = app.plan_enable(cluster, scope, wanted_settings(ctx, cluster, scope), ports)
+    _notices(ctx, plan)
+    output = _get(args, "output")
+    if output == "json":
+        ctx.out.write(render.to_json(render.plan_document(plan)))
+    elif output == "yaml":
+        ctx.out.write(render.to_yaml(render.plan_document(plan)))
+    else:
+        ctx.out.write(render.plan_text(plan, render.to_yaml))
     return EXIT_CHANGES if plan.changes else EXIT_OK
 
 
 def cmd_enable(ctx: Context) -> int:
     args = ctx.args
-    settings = settings_from(args)
     ports = ports_from(args)
     timeout = timeout_from(args)
+    when_quiet_from(args)  # checked before anything is contacted
     if args.dry_run == "client" and _offline_possible(args, ports):
-        return _render_offline(ctx, settings, ports or [])
+        return _render_offline(ctx, settings_from(args), ports or [])
+    _require_confirmation_possible(ctx)
     cluster, scope = connect(ctx)
-    if args.idle is None and args.interval is None and args.probes is None:
-        settings = _recommended(ctx, cluster, scope, settings)
-    plan = app.plan_enable(cluster, scope, settings, ports)
+    plan = app.plan_enable(cluster, scope, wanted_settings(ctx, cluster, scope), ports)
     _notices(ctx, plan)
     applying.check_foreign(plan, args.force)
     return _carry_out(ctx, cluster, scope, plan, timeout)
+
+
+def wanted_settings(ctx: Context, cluster: Any, scope: app.Scope) -> KeepaliveSettings:
+    """What enable writes and diff compares against: one function, so that `diff` after
+    `enable -y` with the same flags finds nothing to change (balancer-aware defaults too)."""
+    settings = settings_from(ctx.args)
+    return settings if settings_given(ctx.args) else _recommended(ctx, cluster, scope, settings)
 
 
 def _recommended(ctx: Context, cluster: Any, scope: app.Scope,
@@ -258,6 +292,8 @@ def cmd_doctor(ctx: Context) -> int:
                      if item.front.service else "no Service found")
             ctx.out.write(f"gateway {gw.namespace}/{gw.name}, {front}\n")
             ctx.out.write(doctor_render.table(item.report, show_all=args.show_all) + "\n")
+    for line in result.notes:
+        ctx.note(f"note: {line}")
     for problem in result.problems:
         ctx.note(f"error: {problem}")
     if result.problems:
@@ -279,6 +315,8 @@ def _doctor_document(result: Any, doctor_render: Any) -> list[dict[str, Any]]:
 def cmd_disable(ctx: Context) -> int:
     args = ctx.args
     timeout = timeout_from(args)
+    when_quiet_from(args)
+    _require_confirmation_possible(ctx)
     cluster, scope = connect(ctx)
     plan = app.plan_disable(cluster, scope)
     _notices(ctx, plan)
@@ -312,10 +350,19 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
     if not args.yes and args.dry_run == "none" and not _confirm(ctx, plan):
         ctx.note("aborted: nothing was changed")
         return EXIT_ABORTED
+    left = float(timeout)
+    quiet = when_quiet_from(args)
+    if quiet is not None and args.dry_run == "none":
+        # After the yes, right before the write: the quiet moment is used at once.
+        waited = drainplan.wait_quiet(cluster, _quiet_targets(plan), quiet, left,
+                                      _when_changed(ctx.note))
+        left = max(1.0, left - waited)
+        ctx.note(f"quiet: at most {quiet} request(s) in flight on the ports to change; "
+                 "applying now")
     result = applying.apply(
         cluster, plan, scope,
         restart=not args.no_restart,
-        timeout=float(timeout),
+        timeout=left,
         report=_when_changed(ctx.note),
         dry_run=args.dry_run == "server",
     )
@@ -328,6 +375,11 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
                  "without keepalive until they close")
     _print_filters(ctx, plan)
     return EXIT_OK
+
+
+def _quiet_targets(plan: app.Plan) -> list[tuple[drainplan.Target, list[int]]]:
+    return [(target, app.drain_ports(gp)) for gp in plan.gateways if gp.changes
+            for target in gp.targets if app.drain_ports(gp)]
 
 
 def _print_filters(ctx: Context, plan: app.Plan) -> None:
@@ -351,20 +403,37 @@ def _past(action: str) -> str:
     return {"create": "created", "update": "configured", "delete": "deleted"}.get(action, action)
 
 
+def _has_terminal(stream: IO[str] | None) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # closed under us
+        return False
+
+
+def _require_confirmation_possible(ctx: Context) -> None:
+    """A write needs a yes: from -y, or from a person at a terminal. Checked before contacting
+    the cluster, so a script that forgot -y stops at once and changes nothing."""
+    args = ctx.args
+    if args.yes or args.dry_run != "none" or _has_terminal(ctx.stdin):
+        return
+    raise UsageError(f"{args.command} changes the cluster and there is no terminal to confirm "
+                     "on: pass -y to apply without a prompt")
+
+
 def _confirm(ctx: Context, plan: app.Plan) -> bool:
-    """Ask on a terminal only; without one, proceed (scripts pass -y to say so explicitly)."""
+    """Ask on the terminal (`_require_confirmation_possible` made sure there is one)."""
     ports = sorted({c.port for g in plan.gateways for c in g.ports})
     warning = (
         "warning: applying this makes each gateway Envoy replace its listeners on port(s) "
         f"{', '.join(map(str, ports)) or '-'}: requests in flight on them are cut when the "
-        "listener drain time runs out (Envoy >= 1.25; Istio drains for 45s), and rolling the "
-        "gateway ends in-flight long requests too. Connections accepted before the change never "
-        "get keepalive."
+        "listener drain time runs out (Envoy >= 1.25; the times per port are above), and "
+        "rolling the gateway ends in-flight long requests too. Connections accepted before the "
+        "change never get keepalive. --when-quiet waits for a quiet moment first."
     )
     ctx.note(warning)
-    isatty = getattr(ctx.stdin, "isatty", None)
-    if not (isatty and isatty()):
-        return True
+    if ctx.stdin is None or not _has_terminal(ctx.stdin):
+        return False
     ctx.err.write("Continue? [y/N] ")
     ctx.err.flush()
     answer = ctx.stdin.readline().strip().lower()
@@ -378,7 +447,7 @@ def _offline_possible(args: argparse.Namespace, ports: list[int] | None) -> bool
 def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int]) -> int:
     """`--dry-run=client -n NS -l k=v --port N`: the EnvoyFilter, with no cluster at all."""
     args = ctx.args
-    labels = app.parse_equality_selector(args.selector)
+    labels = labelselector.equality_labels(args.selector)
     if not labels:
         raise UsageError("offline rendering needs -l with key=value labels (the gateway "
                          "Deployment's selector)")
@@ -400,6 +469,30 @@ def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int])
 # -- small commands ---------------------------------------------------------------------------
 
 
+def cmd_rbac(ctx: Context) -> int:
+    """The Roles a role needs, as YAML; contacts nothing (the table is `rbac.RULES`)."""
+    from kubectl_keepalive import rbac, validation
+
+    args = ctx.args
+    subjects = [rbac.service_account(v) for v in _get(args, "serviceaccount") or ()]
+    for subject in subjects:
+        validation.namespace(subject.namespace or "", "--serviceaccount namespace")
+        validation.object_name(subject.name, "--serviceaccount name")
+    subjects += [rbac.Subject("Group", g) for g in _get(args, "group") or ()]
+    subjects += [rbac.Subject("User", u) for u in _get(args, "subject_user") or ()]
+    if _get(args, "name") is not None:
+        validation.object_name(args.name, "--name")
+    if not subjects:
+        subjects = [rbac.placeholder()]
+        ctx.note(f"note: no subject given: the bindings name ServiceAccount {rbac.PLACEHOLDER}/"
+                 f"{rbac.PLACEHOLDER}, which kubectl apply refuses; edit them, or pass "
+                 "--serviceaccount NS:NAME, --group NAME or --subject-user NAME")
+    ctx.out.write(rbac.render(args.role, subjects, _get(args, "namespace"),
+                              _get(args, "istio_namespace") or app.DEFAULT_ROOT_NAMESPACE,
+                              _get(args, "name")))
+    return EXIT_OK
+
+
 def cmd_version(ctx: Context) -> int:
     ctx.out.write(f"kubectl-keepalive v{__version__} (python {sys.version.split()[0]})\n")
     return EXIT_OK
@@ -408,7 +501,7 @@ def cmd_version(ctx: Context) -> int:
 def cmd_completion(ctx: Context) -> int:
     from kubectl_keepalive import completion
 
-    if ctx.args.install:
+    if ctx.args.install is not None:
         path = completion.install_completion(ctx.args.install)
         ctx.note(f"wrote {path}")
     else:

@@ -14,12 +14,16 @@ import stat
 import subprocess
 from collections.abc import Callable, Sequence
 
+from kubectl_keepalive.errors import UsageError
+
 SCRIPT_NAME = "kubectl_complete-keepalive"
 # cobra's ShellCompDirective values
 DIRECTIVE_DEFAULT = 0
 DIRECTIVE_NO_FILE = 4
 
 Lookup = Callable[[list[str]], list[str]]
+_FILE_FLAGS = ("--from-file", "--kubeconfig", "--install", "--certificate-authority",
+               "--client-certificate", "--client-key")
 
 
 def completion_script() -> str:
@@ -31,12 +35,19 @@ def completion_script() -> str:
 
 
 def install_completion(dest_dir: str) -> str:
-    """Write the script as DEST_DIR/kubectl_complete-keepalive, executable; return its path."""
+    """Write the script as DEST_DIR/kubectl_complete-keepalive, executable; return its path.
+
+    The folder must exist (it should be on PATH; creating a stray one would hide a typo)."""
+    if not os.path.isdir(dest_dir):
+        raise UsageError(f"--install {dest_dir}: no such directory (give a directory on PATH)")
     path = os.path.join(dest_dir, SCRIPT_NAME)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(completion_script())
-    mode = os.stat(path).st_mode
-    os.chmod(path, mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(completion_script())
+        mode = os.stat(path).st_mode
+        os.chmod(path, mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    except OSError as exc:
+        raise UsageError(f"--install: cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 
@@ -61,7 +72,7 @@ def complete(
     values = _flag_values(previous, active, before, lookup)
     if values is not None:
         return [v for v in values if v.startswith(partial)], DIRECTIVE_NO_FILE
-    if previous in ("--from-file", "--kubeconfig", "--install"):
+    if previous in _FILE_FLAGS:
         return [], DIRECTIVE_DEFAULT  # let the shell complete file names
     if partial.startswith("-"):
         flags = sorted(f for action in active._actions for f in action.option_strings

@@ -10,7 +10,12 @@ import re
 from kubectl_keepalive.errors import UsageError
 
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
-_PART = re.compile(r"(\d+)([hms])")
+# ASCII digits only: `\d` and str.isdigit accept `²` and other scripts' digits, which int()
+# then refuses or reads in ways nobody typed. Parts longer than this are refused before int()
+# (Python refuses to convert more than 4,300 digits, and no sane duration needs ten).
+_PART = re.compile(r"([0-9]{1,9})([hms])", re.ASCII)
+_SECONDS = re.compile(r"[0-9]{1,9}", re.ASCII)
+MAX_SECONDS = 10**8  # about three years: longer is a typo, and time arithmetic stays exact
 
 # Kernel limits for the keepalive socket options (include/net/tcp.h: MAX_TCP_KEEPIDLE etc.).
 KEEPIDLE_MAX = 32767
@@ -20,18 +25,32 @@ KEEPCNT_MAX = 127
 
 def parse_duration(text: str, flag: str) -> int:
     """Return whole seconds for `text`; fractions and unknown units are errors."""
-    value = text.strip()
-    if value.isdigit():
-        return int(value)
+    value = text.strip(" \t")
+    if _SECONDS.fullmatch(value):
+        return _bounded(int(value), text, flag)
     if not value or _PART.sub("", value) != "":
         raise UsageError(
-            f"invalid duration {text!r} for {flag}: use whole seconds like 45, 45s, 5m or 1h30m"
+            f"invalid duration {_shown(text)} for {flag}: use whole seconds like 45, 45s, 5m or "
+            "1h30m"
         )
     parts = _PART.findall(value)
     units = [unit for _, unit in parts]
     if len(set(units)) != len(units) or units != sorted(units, key="hms".index):
-        raise UsageError(f"invalid duration {text!r} for {flag}: units must be in order h, m, s")
-    return sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+        raise UsageError(
+            f"invalid duration {_shown(text)} for {flag}: units must be in order h, m, s")
+    return _bounded(sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts), text, flag)
+
+
+def _bounded(seconds: int, text: str, flag: str) -> int:
+    if seconds > MAX_SECONDS:
+        raise UsageError(f"duration {_shown(text)} for {flag} is too long (at most "
+                         f"{format_duration(MAX_SECONDS)})")
+    return seconds
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """The value as typed, cut short: an error line stays one readable line."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def check_range(value: int, low: int, high: int, flag: str, unit: str = "") -> int:

@@ -310,7 +310,8 @@ def test_malformed_from_file_is_exit_2(tmp_path: Path, env: dict[str, str]) -> N
     bad = tmp_path / "dump.json"
     bad.write_text("{not json")
     code, out, err = run(None, env, "status", "--from-file", str(bad))
-    assert (code, out) == (2, "") and err.startswith("error: not a JSON")
+    assert (code, out) == (2, "") and err.startswith(f"error: {bad}: not a JSON")
+    assert err.count("\n") == 1
 
 
 def test_status_from_stdin(env: dict[str, str]) -> None:
@@ -341,3 +342,130 @@ def test_version_and_help(env: dict[str, str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         run(None, env, "--help")
     assert exit_info.value.code == 0
+
+
+# -- issue 12: every input answered before contact, and never a traceback --------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-n", "Bad_NS", "status"],
+        ["status", "-n", "../../apis/apps/v1/namespaces/kube-system/deployments?x="],
+        ["enable", "-y", "--gateway", "Bad Name!"],
+        ["status", "-l", "a b=c d"],
+        ["status", "--istio-namespace", "Istio_System"],
+        ["enable", "-y", "--idle", "²"],
+        ["enable", "-y", "--idle", "9" * 5000],
+        ["doctor", "--duration", "9" * 5000 + "s"],
+        ["enable", "-y", "--port", "9" * 5000],
+        ["enable", "-y", "--probes", "٣"],
+        ["status", "--request-timeout", "soon"],
+        ["status", "--token", "a\r\nX-Injected: 1"],
+        ["status", "-v", "many"],
+        ["status", "--from-file", "a\x00b"],
+        ["enable"],  # no terminal, no -y
+        ["disable"],
+    ],
+)
+def test_rejected_before_any_contact(argv: list[str], env: dict[str, str]) -> None:
+    code, out, err = run(None, env, *argv)  # the factory fails the test if it is called
+    assert (code, out) == (2, ""), err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_enable_and_disable_need_y_without_a_terminal(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    code, _, err = run(fake, env, "enable")
+    assert code == 2 and "pass -y to apply without a prompt" in err
+    code, _, err = run(fake, env, "disable")
+    assert code == 2 and "pass -y" in err
+    assert fake.writes == [] and fake.filters == {}
+    # dry runs write nothing and need no yes
+    assert run(fake, env, "enable", "--dry-run=client")[0] == 0
+    assert fake.writes == []
+
+
+def test_double_equals_selector_means_equals(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    code, out, err = run(fake, env, "status", "-l", "app==istio-ingressgateway", "-o", "json")
+    assert code == 0, err
+    assert [g["name"] for g in json.loads(out)["gateways"]] == ["istio-ingressgateway"]
+    code, out, err = run(fake, env, "enable", "-y", "-l", "app==istio-ingressgateway",
+                         "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["spec"]["workloadSelector"]["labels"] == {
+        "app": "istio-ingressgateway"}
+
+
+def test_status_from_closed_stdin_is_a_usage_error(env: dict[str, str]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    closed = io.StringIO("{}")
+    closed.close()
+    for stdin in (None, closed):
+        import sys
+
+        saved, sys.stdin = sys.stdin, None  # type: ignore[assignment]
+        try:
+            code = main(["status", "--from-file", "-"], out, err, None, env, stdin)
+        finally:
+            sys.stdin = saved
+        assert code == 2 and out.getvalue() == ""
+        assert err.getvalue().splitlines()[-1].startswith("error: "), err.getvalue()
+        assert "stdin" in err.getvalue().splitlines()[-1]
+
+
+class ClosedPipe(io.StringIO):
+    """A stdout whose reader went away (`status | head -0`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_stdout_keeps_the_commands_own_exit_code(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    err = io.StringIO()
+    assert main(["status"], ClosedPipe(), err, lambda _: fake, env, io.StringIO()) == 0
+    assert err.getvalue() == ""
+    # A diff that finds changes still says so with its exit code, and enable is not cut
+    # halfway by its progress lines: it finishes, writes, and verifies.
+    assert main(["diff"], ClosedPipe(), err, lambda _: fake, env, io.StringIO()) == 1
+    assert main(["enable", "-y"], ClosedPipe(), err, lambda _: fake, env, io.StringIO()) == 0
+    assert [w[0] for w in fake.writes] == ["create", "restart"]
+
+
+class PipeBreaksOnRead(FakeCluster):
+    """A port-forward socket whose peer went away: a BrokenPipeError that is not stdout's."""
+
+    def read_admin(self, pod: Any, path: str, timeout: float) -> Any:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_broken_pipe_from_the_cluster_is_never_success(env: dict[str, str]) -> None:
+    for argv in (["status"], ["enable", "-y", "--dry-run=server"], ["diff"]):
+        code, _, err = run(PipeBreaksOnRead(ingress()), env, *argv)
+        assert code not in (0, 1), (argv, code, err)
+        assert "error:" in err and "Traceback" not in err
+
+
+class Exploding(FakeCluster):
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(ingress())
+        self.exc = exc
+
+    def list_pods(self, namespace: str | None, selector: str) -> Any:
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), RecursionError("too deep"),
+                                 MemoryError(), OSError(5, "I/O error"), KeyError("x\ny"),
+                                 BrokenPipeError(32, "Broken pipe")])
+def test_unexpected_errors_are_one_line_exit_5(exc: BaseException,
+                                                env: dict[str, str]) -> None:
+    code, out, err = run(Exploding(exc), env, "status")
+    assert (code, out) == (5, "")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: `status` failed unexpectedly: {type(exc).__name__}")
+    code, _, err = run(Exploding(exc), env, "status", "-v", "1")
+    assert code == 5 and "Traceback (most recent call last)" in err

@@ -62,3 +62,18 @@ def test_doctor_says_keepalive_does_not_help_behind_a_layer7_balancer(
 def test_doctor_bad_duration_is_usage_error(env: dict[str, str]) -> None:  # noqa: F811
     code, out, err = run(FakeCluster(gateway_with_dump()), env, "doctor", "--duration", "ten")
     assert (code, out) == (2, "") and err.startswith("error: ")
+
+
+def test_diff_after_a_balancer_aware_enable_finds_nothing(
+        env: dict[str, str]) -> None:  # noqa: F811
+    """issue 11 part 4: diff and enable compute the wanted settings the same way."""
+    fake = FakeCluster(gateway_with_dump())
+    fake.services = [service({**NLB, "service.beta.kubernetes.io/aws-load-balancer-listener-"
+                                     "attributes.TCP-80": "tcp.idle_timeout.seconds=60"})]
+    code, _, err = run(fake, env, "enable", "-y")
+    assert code == 0, err
+    assert "60s" in err and "--idle overrides" in err
+    code, out, err = run(fake, env, "diff")
+    assert code == 0, out + err
+    # An explicit flag still wins over the recommendation, in both.
+    assert run(fake, env, "diff", "--idle", "60")[0] == 1

@@ -21,7 +21,7 @@ def test_subcommands_flags_and_values() -> None:
     parser = build_parser()
     assert complete(["e"], parser, fake_kubectl) == (["enable"], 4)
     assert complete([""], parser, fake_kubectl)[0] == [
-        "completion", "diff", "disable", "doctor", "enable", "status", "version"]
+        "completion", "diff", "disable", "doctor", "enable", "rbac", "status", "version"]
     flags, _ = complete(["enable", "--d"], parser, fake_kubectl)
     assert flags == ["--dry-run"]
     assert complete(["enable", "--dry-run", ""], parser, fake_kubectl) == (
@@ -56,3 +56,16 @@ def test_real_kubectl_asks_the_installed_script(tmp_path: Path) -> None:
                           text=True, env=dict(os.environ, PATH=path), timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:2] == ["disable", ":4"]
+
+
+def test_install_into_a_missing_folder_is_one_usage_line(tmp_path: Path) -> None:
+    import io
+
+    from kubectl_keepalive.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    missing = tmp_path / "no" / "such"
+    code = main(["completion", "--install", str(missing)], out, err, None, {}, io.StringIO())
+    assert (code, out.getvalue()) == (2, "")
+    assert err.getvalue().startswith("error: --install") and err.getvalue().count("\n") == 1
+    assert not missing.exists()

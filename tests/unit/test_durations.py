@@ -33,3 +33,23 @@ def test_range_names_the_flag_and_bounds() -> None:
 @given(st.integers(min_value=0, max_value=10**7))
 def test_format_and_parse_round_trip(seconds: int) -> None:
     assert parse_duration(format_duration(seconds), "--timeout") == seconds
+
+
+@pytest.mark.parametrize("text", ["²", "٣s", "\uff11m", "9" * 5000, "9" * 5000 + "s", "10\n",
+                                  "999999999"])
+def test_only_ascii_digits_and_bounded_values(text: str) -> None:
+    with pytest.raises(UsageError, match="--idle"):
+        parse_duration(text, "--idle")
+
+
+@given(st.text(max_size=30))
+def test_any_text_is_seconds_in_bounds_or_a_usage_error(text: str) -> None:
+    from kubectl_keepalive.durations import MAX_SECONDS
+
+    try:
+        seconds = parse_duration(text, "--timeout")
+    except UsageError as exc:
+        assert "--timeout" in str(exc)
+    else:
+        assert 0 <= seconds <= MAX_SECONDS
+        assert text.strip(" \t").isascii()
