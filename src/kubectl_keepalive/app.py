@@ -13,7 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
-from kubectl_keepalive import discovery, envoy_dump, envoyfilter, rollout, sockets, sockopts
+from kubectl_keepalive import (
+    discovery,
+    drainplan,
+    envoy_dump,
+    envoyfilter,
+    inflight,
+    labelselector,
+    own_selector,
+    rollout,
+    sockets,
+    sockopts,
+)
 from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.errors import (
     ClusterError,
@@ -30,6 +41,7 @@ DEFAULT_ROOT_NAMESPACE = "istio-system"
 # How long enable/disable wait for a gateway whose pods are all still starting (a rollout in
 # progress: the new pod runs, its proxy does not answer yet) before planning without them.
 PLAN_SETTLE_S = 20.0
+AGENTGATEWAY_NOTE = "runs agentgateway, not Envoy: an EnvoyFilter cannot set its keepalive"
 
 Report = Callable[[str], None]
 
@@ -56,6 +68,8 @@ class PodListeners:
     sockets_error: str | None = None
     # The error may pass by itself (no answer yet), unlike a refusal by RBAC or a bad dump.
     transient: bool = False
+    # Per port, the stat prefixes the listener's filter chains name (in-flight counting).
+    stat_prefixes: dict[int, inflight.Prefixes] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,8 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
     def one(pod: Pod) -> PodListeners:
         try:
             read = cluster.read_admin(pod, ADMIN_LISTENERS_PATH, scope.pod_timeout)
-            listeners = PodListeners(pod, tuple(envoy_dump.parse(read.body)), via=read.via)
+            listeners = PodListeners(pod, tuple(envoy_dump.parse(read.body)), via=read.via,
+                                     stat_prefixes=_prefixes(read.body))
         except KeepaliveError as exc:
             if exc.exit_code == UsageError.exit_code:
                 return PodListeners(pod, error=f"unreadable listener config: {exc}")
@@ -110,13 +125,15 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
                                 transient=not isinstance(exc, ForbiddenError))
         if not with_sockets:
             return listeners
+        prefixes = listeners.stat_prefixes
         try:
             shown = cluster.exec_proxy(pod, sockets.SS_COMMAND, scope.pod_timeout)
         except KeepaliveError as exc:
             return PodListeners(pod, listeners.listeners, via=listeners.via,
-                                sockets_error=str(exc))
+                                sockets_error=str(exc), stat_prefixes=prefixes)
         counted = sockets.count_by_local_port(shown.decode(errors="replace"))
-        return PodListeners(pod, listeners.listeners, via=listeners.via, connections=counted)
+        return PodListeners(pod, listeners.listeners, via=listeners.via, connections=counted,
+                            stat_prefixes=prefixes)
 
     pods = [p for p in pods if p.phase == "Running"]
     if not pods:
@@ -126,16 +143,26 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
     return {f"{r.pod.namespace}/{r.pod.name}": r for r in results if r.pod}
 
 
+def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
+    """Stat prefixes per port; a dump that parsed as listeners but not here only costs the
+    in-flight split (every connection then counts as in flight)."""
+    try:
+        return inflight.listener_prefixes(body)
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
 def status(cluster: Cluster, scope: Scope, with_sockets: bool = False) -> StatusReport:
     gateways = discover(cluster, scope)
     if not gateways:
         return StatusReport(())
-    reads = read_pods(cluster, (p for g in gateways for p in g.pods), scope, with_sockets)
+    envoys = (p for g in gateways if g.proxy == discovery.ENVOY for p in g.pods)
+    reads = read_pods(cluster, envoys, scope, with_sockets)
     filters = _filters_by_namespace(cluster, {g.namespace for g in gateways}, scope)
     out = []
     for gateway in gateways:
         pods = tuple(
-            reads.get(f"{p.namespace}/{p.name}", PodListeners(p, note=f"pod is {p.phase}"))
+            reads.get(f"{p.namespace}/{p.name}", PodListeners(p, note=_unread_note(gateway, p)))
             for p in gateway.pods
         )
         managed = _managed_filter_of(filters, gateway)
@@ -153,7 +180,20 @@ def status(cluster: Cluster, scope: Scope, with_sockets: bool = False) -> Status
             )
         )
     notices = tuple(getattr(cluster, "notices", ())) + tuple(filters.notices)
+    notices += tuple(f"{_label(g)} {AGENTGATEWAY_NOTE}; it is listed, never patched"
+                     for g in gateways if g.proxy == discovery.AGENTGATEWAY)
     return StatusReport(tuple(out), notices)
+
+
+def _unread_note(gateway: Gateway, pod: Pod) -> str:
+    if gateway.proxy == discovery.AGENTGATEWAY:
+        return AGENTGATEWAY_NOTE
+    return f"pod is {pod.phase}"
+
+
+def _label(gateway: Gateway) -> str:
+    kind = "waypoint" if gateway.role == discovery.WAYPOINT else f"{gateway.role} gateway"
+    return f"{kind} {gateway.namespace}/{gateway.name}"
 
 
 def status_from_file(raw: bytes | str) -> StatusReport:
@@ -249,6 +289,9 @@ class GatewayPlan:
     foreign: tuple[envoyfilter.ForeignFilter, ...]
     unreadable_pods: tuple[str, ...] = ()
     rollout_incomplete: str | None = None  # an earlier rollout still running or stuck
+    # What the change cuts and when (read only when the plan changes something).
+    drain: drainplan.GatewayDrain | None = field(default=None, hash=False)
+    targets: tuple[drainplan.Target, ...] = field(default=(), hash=False)
 
     @property
     def writes(self) -> bool:
@@ -283,7 +326,9 @@ def _starting(gw: GatewayStatus) -> bool:
         no_listeners = not any(lst.protocol == "TCP" and not lst.static for lst in p.listeners)
         return p.pod is not None and not p.pod.ready and no_listeners
 
-    return bool(gw.pods) and all(starting(p) for p in gw.pods)
+    # agentgateway is never read nor planned for: nothing to wait for.
+    envoy = gw.gateway.proxy == discovery.ENVOY
+    return envoy and bool(gw.pods) and all(starting(p) for p in gw.pods)
 
 
 def status_for_plan(cluster: Cluster, scope: Scope,
@@ -303,12 +348,17 @@ def plan_enable(
     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
 ) -> Plan:
     report = status_for_plan(cluster, scope, clock, sleep)
-    _require_gateways(report, scope)
+    acted, notices = _acted_on(report, scope)
     plans = []
-    for gw in report.gateways:
+    for gw in acted:
         targets = _targets(gw, ports)
-        wanted = envoyfilter.for_gateway(_with_user_selector(gw.gateway, scope), targets,
-                                         settings)
+        selected, shared = _with_user_selector(gw.gateway, scope, cluster)
+        if shared:
+            notices.append(
+                f"{_label(gw.gateway)}: its selector also matches the pods of "
+                f"{', '.join(shared)}; its EnvoyFilter selects "
+                f"{own_selector.selector_text(selected.selector)} to leave them out")
+        wanted = envoyfilter.for_gateway(selected, targets, settings)
         current = gw.managed_filter
         if current is None:
             action = "create"
@@ -319,18 +369,20 @@ def plan_enable(
         changes, live_ok = _port_changes(gw, [t.port for t in targets], settings)
         plans.append(
             GatewayPlan(gw.gateway, current, wanted, action, tuple(changes), live_ok,
-                        gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway))
+                        gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway),
+                        targets=_drain_targets(gw))
         )
-    return Plan(tuple(plans), settings, report.notices)
+    return _with_drain(cluster, scope, Plan(tuple(plans), settings,
+                                            report.notices + tuple(notices)))
 
 
 def plan_disable(cluster: Cluster, scope: Scope,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> Plan:
     report = status_for_plan(cluster, scope, clock, sleep)
-    _require_gateways(report, scope)
+    acted, notices = _acted_on(report, scope)
     plans = []
-    for gw in report.gateways:
+    for gw in acted:
         ports = sorted(gw.managed_settings)
         changes, live_ok = _port_changes(gw, ports, None)
         kept = kept_by_foreign(gw.foreign, ports)
@@ -343,9 +395,34 @@ def plan_disable(cluster: Cluster, scope: Scope,
         plans.append(
             GatewayPlan(gw.gateway, gw.managed_filter, None,
                         "delete" if gw.managed_filter else "none", tuple(changes), live_ok,
-                        gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway))
+                        gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway),
+                        targets=_drain_targets(gw))
         )
-    return Plan(tuple(plans), None, report.notices)
+    return _with_drain(cluster, scope, Plan(tuple(plans), None,
+                                            report.notices + tuple(notices)))
+
+
+def _drain_targets(gw: GatewayStatus) -> tuple[drainplan.Target, ...]:
+    return tuple(drainplan.Target(p.pod, p.stat_prefixes) for p in gw.pods
+                 if p.pod is not None and not p.error and p.listeners)
+
+
+def drain_ports(gp: GatewayPlan) -> list[int]:
+    """The ports whose listeners the change replaces (or the rollout ends)."""
+    return sorted({c.port for c in gp.ports})
+
+
+def _with_drain(cluster: Cluster, scope: Scope, plan: Plan) -> Plan:
+    """Before asking: what is in flight on the ports to change, and when it will be cut."""
+    meshes = drainplan.MeshConfigs(cluster, scope.root_namespace)
+    gateways = []
+    for gp in plan.gateways:
+        ports = drain_ports(gp)
+        if gp.changes and ports and gp.targets:
+            gp = replace(gp, drain=drainplan.measure(cluster, gp.gateway, gp.targets, ports,
+                                                     meshes, scope.pod_timeout))
+        gateways.append(gp)
+    return replace(plan, gateways=tuple(gateways))
 
 
 def kept_by_foreign(foreign: Iterable[envoyfilter.ForeignFilter],
@@ -359,16 +436,58 @@ def filter_names(foreign: Iterable[envoyfilter.ForeignFilter]) -> str:
     return ", ".join(f"{f.namespace}/{f.name}" for f in foreign)
 
 
-def _require_gateways(report: StatusReport, scope: Scope) -> None:
-    if not report.gateways:
-        require_gateways_found(scope)
+def _acted_on(report: StatusReport, scope: Scope) -> tuple[list[GatewayStatus], list[str]]:
+    """The gateways diff, enable and disable act on, and notices about the rest.
+
+    Ingress gateways only, unless -l selects proxies explicitly: then all it selects, said
+    aloud, since rolling an egress or east-west gateway disrupts traffic nobody else asked
+    about. agentgateway never: no EnvoyFilter reaches it.
+    """
+    acted: list[GatewayStatus] = []
+    notices: list[str] = []
+    skipped: list[Gateway] = []
+    chosen: list[Gateway] = []
+    for gw in report.gateways:
+        gateway = gw.gateway
+        if gateway.proxy == discovery.AGENTGATEWAY:
+            notices.append(f"{_label(gateway)} {AGENTGATEWAY_NOTE}; skipped")
+            skipped.append(gateway)
+        elif discovery.acted_on(gateway, bool(scope.selector)):
+            acted.append(gw)
+            if gateway.role != discovery.INGRESS:
+                chosen.append(gateway)
+        else:
+            skipped.append(gateway)
+            if gw.managed_filter is not None:
+                notices.append(f"{_label(gateway)} has a keepalive EnvoyFilter of ours; "
+                               "select it with -l to change or remove it")
+    if chosen:
+        notices.append(
+            f"-l {scope.selector} selects proxies that are not ingress gateways: "
+            f"{', '.join(_label(g) for g in chosen)}; the plan covers them, and carrying it out "
+            "rolls them")
+    others = [g for g in skipped if g.proxy == discovery.ENVOY]
+    if others and acted:
+        notices.append(f"not ingress gateways, left alone: {', '.join(_label(g) for g in others)}"
+                       " (select them with -l to act on them)")
+    if not acted:
+        require_gateways_found(scope, skipped)
+    return acted, notices
 
 
-def require_gateways_found(scope: Scope) -> NoReturn:
+def require_gateways_found(scope: Scope, skipped: Iterable[Gateway] = ()) -> NoReturn:
     where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
     how = f"matching -l {scope.selector}" if scope.selector else "(pods labelled `istio` or "
     how += "" if scope.selector else "`gateway.networking.k8s.io/gateway-name`)"
-    raise ClusterError(f"no Istio ingress gateway found in {where} {how}")
+    message = f"no Istio ingress gateway found in {where} {how}"
+    found = [f"{_label(g)}" + (" (agentgateway, not Envoy)"
+                               if g.proxy == discovery.AGENTGATEWAY else "") for g in skipped]
+    if found:
+        message += (f"; found only proxies that are not Envoy ingress gateways: "
+                    f"{', '.join(found)}")
+        if not scope.selector and any(g.proxy == discovery.ENVOY for g in skipped):
+            message += " (select one with -l to act on it anyway)"
+    raise ClusterError(message)
 
 
 def _rollout_incomplete(cluster: Cluster, gateway: Gateway) -> str | None:
@@ -387,31 +506,28 @@ def _unreadable(gw: GatewayStatus) -> tuple[str, ...]:
     return tuple(f"{p.pod.name}: {p.error}" for p in gw.pods if p.error and p.pod)
 
 
-def _with_user_selector(gateway: Gateway, scope: Scope) -> Gateway:
-    """With an equality-only -l, the filter selects exactly those labels (as offline does)."""
-    labels = parse_equality_selector(scope.selector) if scope.selector else None
+def _base_selector(gateway: Gateway, scope: Scope) -> dict[str, str]:
+    """With an equality-only -l, those labels (as offline does); else the Deployment's."""
+    labels = labelselector.equality_labels(scope.selector) if scope.selector else None
     selector = labels or gateway.selector
     if not selector:
         raise UsageError(
             f"gateway {gateway.namespace}/{gateway.name} has no Deployment with matchLabels to "
             "select it by: pass -l with key=value labels"
         )
-    return Gateway(gateway.namespace, gateway.name, selector, gateway.revision, gateway.pods,
-                   gateway.deployment)
+    return dict(selector)
 
 
-def parse_equality_selector(selector: str) -> dict[str, str] | None:
-    """`a=b,c=d` as a dict; None when the selector uses anything but equality."""
-    labels: dict[str, str] = {}
-    for term in selector.split(","):
-        term = term.strip()
-        if not term:
-            continue
-        key, sep, value = term.partition("=")
-        if not sep or any(c in term for c in "!()") or value.startswith("="):
-            return None
-        labels[key.strip()] = value.strip()
-    return labels or None
+def _with_user_selector(gateway: Gateway, scope: Scope,
+                        cluster: Cluster) -> tuple[Gateway, tuple[str, ...]]:
+    """The gateway with the selector its filter gets: the base one, narrowed until it matches
+    no other proxy's pods in the gateway's namespace (where the filter lives), or refused;
+    and the other gateways the base one matched."""
+    base = _base_selector(gateway, scope)
+    # Listed by the selector itself: pods it matches need not carry the well-known labels.
+    pods = cluster.list_pods(gateway.namespace, own_selector.selector_text(base))
+    narrowed = own_selector.narrow(gateway, base, pods)
+    return replace(gateway, selector=narrowed.labels), narrowed.others
 
 
 def _targets(gw: GatewayStatus, ports: list[int] | None) -> list[envoyfilter.PortTarget]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import app
+from kubectl_keepalive import app, discovery
 from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.doctor import analysis, balancers, timers
 from kubectl_keepalive.errors import KeepaliveError
@@ -40,6 +40,7 @@ class PortDiagnosis:
 class Diagnosis:
     ports: tuple[PortDiagnosis, ...]
     problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what could not be read, and what that changes
 
     @property
     def exit_code(self) -> int:
@@ -77,20 +78,48 @@ def front_ports(gateway: Gateway, services: list[dict[str, Any]],
     return fronts
 
 
+NODES_FORBIDDEN = ("cannot list nodes (forbidden; RBAC: list nodes at cluster scope), so their "
+                   "spec.providerID was not read")
+NOTHING_MISSING = "the Services told their balancers, so nothing is missing"
+
+
+def nodes_note(provider_ids: list[str] | None, fronts: list[FrontPort]) -> str | None:
+    """What a forbidden node list hides: only Services that nothing but the cloud tells."""
+    if provider_ids is not None:
+        return None
+    blind = [f for f in fronts if f.balancer.detected_by.startswith("provider IDs")]
+    if not blind:
+        return f"{NODES_FORBIDDEN}; {NOTHING_MISSING}"
+    where = ", ".join(sorted({f"{f.service}:{f.port}" for f in blind}))
+    return (f"{NODES_FORBIDDEN}: the balancer in front of {where} is unknown (on a cloud the "
+            "nodes would tell it and its default idle timeout, e.g. AWS CLB 60 s, Azure 4 min); "
+            "declare it with the keepalive.kubectl-plugin.io annotations or allow list nodes")
+
+
+def acted_on(cluster: Cluster, scope: app.Scope) -> list[Gateway]:
+    """The gateways doctor and the balancer-aware defaults look at: those enable would patch
+    (Envoy ingress gateways, or what -l picks); agentgateway pods have no Envoy admin to read."""
+    found = app.discover(cluster, scope)
+    chosen = [g for g in found if discovery.acted_on(g, bool(scope.selector))]
+    if not chosen:
+        app.require_gateways_found(scope, found)
+    return chosen
+
+
 def diagnose(cluster: Cluster, scope: app.Scope, profile: analysis.Profile) -> Diagnosis:
-    gateways = app.discover(cluster, scope)
-    if not gateways:
-        app.require_gateways_found(scope)
+    gateways = acted_on(cluster, scope)
     namespaces = {g.namespace for g in gateways}
     services = [s for ns in sorted(namespaces) for s in cluster.list_services(ns)]
     provider_ids = cluster.node_provider_ids()
     out: list[PortDiagnosis] = []
     problems: list[str] = []
+    all_fronts: list[FrontPort] = []
     for gateway in gateways:
         dump = _full_dump(cluster, gateway, scope, problems)
         if dump is None:
             continue
         fronts = front_ports(gateway, services, provider_ids)
+        all_fronts += fronts
         live_ports = set(timers.ports(dump))
         if not fronts:
             none = balancers.detect({}, provider_ids or ())
@@ -106,7 +135,8 @@ def diagnose(cluster: Cluster, scope: app.Scope, profile: analysis.Profile) -> D
             report = analysis.analyze(port_timers, front.balancer, profile,
                                       analysis.drain_timers())
             out.append(PortDiagnosis(gateway, front, report))
-    return Diagnosis(tuple(out), tuple(problems))
+    note = nodes_note(provider_ids, all_fronts)
+    return Diagnosis(tuple(out), tuple(problems), (note,) if note else ())
 
 
 def _full_dump(cluster: Cluster, gateway: Gateway, scope: app.Scope,
@@ -136,20 +166,23 @@ def recommend(cluster: Cluster, scope: app.Scope) -> Recommendation | None:
     None when no such timer is known (the caller keeps its defaults). Balancers that count only
     data are reported in the reason: keepalive will not save requests behind them.
     """
-    gateways = app.discover(cluster, scope)
+    gateways = acted_on(cluster, scope)
     namespaces = sorted({g.namespace for g in gateways})
     services = [s for ns in namespaces for s in cluster.list_services(ns)]
     provider_ids = cluster.node_provider_ids()
     l4: list[FrontPort] = []
     l7: list[FrontPort] = []
-    for gateway in gateways:
-        for front in front_ports(gateway, services, provider_ids):
-            if front.balancer.layer is balancers.Layer.L4 and front.balancer.idle_timeout_s:
-                l4.append(front)
-            elif front.balancer.layer is balancers.Layer.L7:
-                l7.append(front)
+    fronts = [f for g in gateways for f in front_ports(g, services, provider_ids)]
+    for front in fronts:
+        if front.balancer.layer is balancers.Layer.L4 and front.balancer.idle_timeout_s:
+            l4.append(front)
+        elif front.balancer.layer is balancers.Layer.L7:
+            l7.append(front)
     notes = [f"keepalive will not help behind {f.service}:{f.port} ({f.balancer.kind} counts "
              "only data)" for f in l7]
+    blind = nodes_note(provider_ids, fronts)
+    if blind and not blind.endswith(NOTHING_MISSING):
+        notes.append(blind)
     if not l4:
         return None if not notes else Recommendation(app.DEFAULT_SETTINGS, "; ".join(notes))
     shortest = min(l4, key=lambda f: f.balancer.idle_timeout_s or 0)

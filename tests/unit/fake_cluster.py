@@ -16,8 +16,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubectl_keepalive import labelselector
 from kubectl_keepalive.cluster import AdminRead, Condition, RolloutState
-from kubectl_keepalive.errors import ForbiddenError
+from kubectl_keepalive.errors import ClusterError, ForbiddenError
 from kubectl_keepalive.kube import AlreadyExists
 from kubectl_keepalive.model import Deployment, Pod
 
@@ -36,6 +37,14 @@ class FakeGateway:
     rollout_reads_until_done: int = 1
     never_available: bool = False
     full_dump: str | None = None  # what a full /config_dump returns (the doctor reads it)
+    # The Deployment's matchLabels when they are fewer than the pod labels (None: the same).
+    selector: dict[str, str] | None = None
+    # What the pods run: istio-proxy with `proxy router` args, as the gateway template makes.
+    containers: tuple[str, ...] = ("istio-proxy",)
+    args: tuple[str, ...] = ("proxy", "router")
+    # The pods' `proxy.istio.io/config` annotation and terminationGracePeriodSeconds.
+    proxy_config: str | None = None
+    grace_seconds: int | None = None
 
 
 class FakeCluster:
@@ -58,6 +67,15 @@ class FakeCluster:
         self._istiod_view: dict[tuple[str, str], dict[str, Any]] = {}
         # Per restart: had the pods been shown the current filters when it was ordered?
         self.pushed_at_restart: list[bool] = []
+        self.admin_reads: list[str] = []  # namespace/pod of every Envoy admin read
+        # Envoy stats: requests in flight per pod ("ns/gateway/port"), until `quiet_after`
+        # stats reads (None: never quiet by itself); one more idle connection on each port.
+        self.in_flight: dict[str, int] = {}
+        self.quiet_after: int | None = None
+        self.stats_reads = 0
+        self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
+        self.forbid_configmaps = False
+        self.envoy_version = "1.40.0"  # what /server_info says
 
     # -- pods --------------------------------------------------------------------------------
 
@@ -65,7 +83,8 @@ class FakeCluster:
         labels = {**gw.labels, "pod-template-hash": gw.template_hash}
         return [
             Pod(gw.namespace, f"{gw.name}-{gw.template_hash}-{i}", labels, "Running", True, False,
-                f"{gw.name}-{gw.template_hash}", ("istio-proxy",))
+                f"{gw.name}-{gw.template_hash}", gw.containers,
+                proxy_args=gw.args if "istio-proxy" in gw.containers else ())
             for i in range(gw.replicas)
         ]
 
@@ -81,8 +100,8 @@ class FakeCluster:
 
     def list_deployments(self, namespace: str | None) -> list[Deployment]:
         return [
-            Deployment(gw.namespace, gw.name, dict(gw.labels), dict(gw.labels), gw.paused,
-                       gw.replicas, gw.generation)
+            Deployment(gw.namespace, gw.name, dict(gw.selector or gw.labels), dict(gw.labels),
+                       gw.paused, gw.replicas, gw.generation)
             for gw in self.gateways
             if not namespace or gw.namespace == namespace
         ]
@@ -157,6 +176,9 @@ class FakeCluster:
     # -- Envoy admin -------------------------------------------------------------------------
 
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
+        self.admin_reads.append(f"{pod.namespace}/{pod.name}")
+        if "istio-proxy" not in pod.containers:
+            raise ClusterError(f"pod {pod.name}: nothing listens on the Envoy admin port 15000")
         if self._reads_before_push > 0:
             self._reads_before_push -= 1
         else:
@@ -167,6 +189,11 @@ class FakeCluster:
                   and g.namespace == pod.namespace)
         if gw.template_hash not in pod.name:
             raise ForbiddenError("pod is gone")
+        if path == "server_info":
+            info = {"version": f"0123abcd/{self.envoy_version}/Clean/RELEASE/BoringSSL"}
+            return AdminRead(json.dumps(info).encode(), "port-forward")
+        if path.startswith("stats"):
+            return AdminRead(self._stats(gw).encode(), "port-forward")
         if path == "config_dump" and gw.full_dump is not None:
             return AdminRead(gw.full_dump.encode(), "port-forward")
         dynamic = []
@@ -193,12 +220,48 @@ class FakeCluster:
         address: dict[str, Any] = {"address": "0.0.0.0", "port_value": port}
         if protocol == "UDP":
             address["protocol"] = "UDP"
-        listener = {"name": name, "address": {"socket_address": address}}
+        listener: dict[str, Any] = {"name": name, "address": {"socket_address": address}}
+        if protocol == "TCP":
+            hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network."
+                            "http_connection_manager.v3.HttpConnectionManager",
+                   "stat_prefix": f"outbound_{name}"}
+            listener["filter_chains"] = [{"filters": [{"typed_config": hcm}]}]
         if options:
             listener["socket_options"] = [
                 {k: str(v) if k in ("level", "name", "int_value") else v for k, v in o.items()}
                 for o in options]
         return {"name": name, "active_state": {"listener": listener}}
+
+    def _stats(self, gw: FakeGateway) -> str:
+        """/stats as Envoy prints it: the listener's connections, the HTTP manager's requests."""
+        self.stats_reads += 1
+        quiet = self.quiet_after is not None and self.stats_reads > self.quiet_after
+        lines = []
+        for port in gw.ports:
+            busy = 0 if quiet else self.in_flight.get(f"{gw.namespace}/{gw.name}/{port}", 0)
+            lines += [f"http.outbound_0.0.0.0_{port}.downstream_cx_active: {busy + 1}",
+                      f"http.outbound_0.0.0.0_{port}.downstream_rq_active: {busy}",
+                      f"listener.0.0.0.0_{port}.downstream_cx_active: {busy + 1}"]
+        return "\n".join([*lines, "listener.admin.downstream_cx_active: 1"]) + "\n"
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for gw in self.gateways:
+            for pod in self._pods_of(gw):
+                if (pod.namespace, pod.name) == (namespace, name):
+                    annotations = ({"proxy.istio.io/config": gw.proxy_config}
+                                   if gw.proxy_config is not None else {})
+                    spec = ({"terminationGracePeriodSeconds": gw.grace_seconds}
+                            if gw.grace_seconds is not None else {})
+                    return {"metadata": {"name": name, "namespace": namespace,
+                                         "annotations": annotations}, "spec": spec}
+        return None
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        if self.forbid_configmaps:
+            raise ForbiddenError(f"configmaps \"{name}\" is forbidden: cannot get configmaps "
+                                 f"in namespace {namespace}")
+        found = self.configmaps.get((namespace, name))
+        return dict(found) if found is not None else None
 
     def exec_proxy(self, pod: Pod, command: list[str], timeout: float) -> bytes:
         """`ss` output: one established connection per gateway port, with keepalive timers
@@ -226,11 +289,77 @@ class FakeCluster:
 
 
 def _matches(labels: dict[str, str], selector: str) -> bool:
-    for term in selector.split(","):
-        key, sep, value = term.partition("=")
-        if sep:
-            if labels.get(key) != value:
-                return False
-        elif key not in labels:
-            return False
-    return True
+    return labelselector.matches(selector, labels)
+
+
+# -- proxies as their installers label them (sources in discovery.py) ------------------------
+
+GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_CLASS = "gateway.networking.k8s.io/gateway-class-name"
+MANAGED = "gateway.istio.io/managed"
+
+
+def iop_ingress() -> FakeGateway:
+    return FakeGateway("istio-system", "istio-ingressgateway",
+                       {"app": "istio-ingressgateway", "istio": "ingressgateway"}, [8080, 8443])
+
+
+def iop_egress() -> FakeGateway:
+    """IstioOperator / legacy istio-egress chart."""
+    return FakeGateway("istio-system", "istio-egressgateway",
+                       {"app": "istio-egressgateway", "istio": "egressgateway"}, [8080, 8443])
+
+
+def helm_gateway(release: str, namespace: str, ports: list[int],
+                 network: str | None = None) -> FakeGateway:
+    """`helm install RELEASE istio/gateway` (plus `--set networkGateway=NET`): app and istio
+    from the release name, the chart's own labels, the network label in the template."""
+    labels = {"app": release, "istio": release.removeprefix("istio-"),
+              "app.kubernetes.io/name": release, "app.kubernetes.io/instance": release,
+              "app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/part-of": "istio",
+              "app.kubernetes.io/version": "1.31.0", "helm.sh/chart": "gateway-1.31.0",
+              "sidecar.istio.io/inject": "true"}
+    if network:
+        labels["topology.istio.io/network"] = network
+    return FakeGateway(namespace, release, labels, ports,
+                       selector={"app": release, "istio": labels["istio"]})
+
+
+def iop_east_west(network: str = "network1") -> FakeGateway:
+    """samples/multicluster/gen-eastwest-gateway.sh --network NET."""
+    return FakeGateway("istio-system", "istio-eastwestgateway",
+                       {"app": "istio-eastwestgateway", "istio": "eastwestgateway",
+                        "topology.istio.io/network": network}, [15443, 15012, 15017])
+
+
+def gateway_api(name: str, namespace: str, gateway_class: str, managed: str,
+                args: tuple[str, ...] = ("proxy", "router"), ports: tuple[int, ...] = (80,),
+                containers: tuple[str, ...] = ("istio-proxy",)) -> FakeGateway:
+    """A Deployment istiod renders for a Gateway (kube-gateway.yaml, waypoint.yaml,
+    agentgateway.yaml): selected by the gateway-name label alone."""
+    labels = {GATEWAY_NAME: name, GATEWAY_CLASS: gateway_class, MANAGED: managed,
+              "istio.io/dataplane-mode": "none", "sidecar.istio.io/inject": "false",
+              "service.istio.io/canonical-name": name,
+              "service.istio.io/canonical-revision": "latest"}
+    return FakeGateway(namespace, name, labels, list(ports), selector={GATEWAY_NAME: name},
+                       containers=containers, args=args)
+
+
+def ambient_waypoint(namespace: str = "apps") -> FakeGateway:
+    return gateway_api("waypoint", namespace, "istio-waypoint", "istio.io-mesh-controller",
+                       ("proxy", "waypoint"), (15008,))
+
+
+def ambient_east_west(namespace: str = "istio-system") -> FakeGateway:
+    """gen-eastwest-gateway.sh --ambient: rendered from the waypoint template."""
+    return gateway_api("istio-eastwestgateway", namespace, "istio-east-west",
+                       "istio.io-eastwest-controller", ("proxy", "waypoint"), (15008,))
+
+
+def gateway_api_ingress(name: str = "web", namespace: str = "istio-system") -> FakeGateway:
+    return gateway_api(name, namespace, "istio", "istio.io-gateway-controller")
+
+
+def agentgateway(name: str = "agw", namespace: str = "istio-system") -> FakeGateway:
+    return gateway_api(name, namespace, "istio-agentgateway", "istio.io-agentgateway-controller",
+                       (), (80,), ("agentgateway",))
