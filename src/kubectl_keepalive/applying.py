@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_keepalive import envoyfilter, rollout, sockopts
+from kubectl_keepalive import drainplan, envoyfilter, rollout, sockopts
 from kubectl_keepalive.app import (
     GatewayPlan,
     Plan,
@@ -148,7 +148,12 @@ def _apply_one(
         return
     if restart and deployment is not None:
         if gp.needs_restart:
-            _await_push(run, gp)
+            if _await_push(run, gp):
+                run.report(
+                    f"gateway {label}: istiod's push already made the change live on every "
+                    "pod (Envoy replaced the listeners in place; what was open on the old ones "
+                    "closes when their drain time runs out), so this rollout only ends "
+                    "connections accepted before the change: --no-restart skips it")
             cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()),
                                        False)
             result.done.append(f"deployment {label} restarted")
@@ -245,8 +250,10 @@ def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult) -> None:
         run.sleep(min(2.0, run.left()))
 
 
-def _await_push(run: _Run, gp: GatewayPlan) -> None:
-    """Before a restart, wait until istiod has pushed the filter change to the running pods.
+def _await_push(run: _Run, gp: GatewayPlan) -> bool:
+    """Before a restart, wait until istiod has pushed the filter change to the running pods;
+    True when the pushed listeners are already the active ones on every pod read (Envoy >= 1.25
+    replaces a listener in place: the roll adds nothing to the options).
 
     Restarting first races istiod's debounce: a new pod may start with the old listeners and
     take the options in place later, draining the connections it accepted meanwhile. And when
@@ -281,7 +288,11 @@ def _await_push(run: _Run, gp: GatewayPlan) -> None:
                     "check --port against `kubectl keepalive status`"
                 )
         if not pending:
-            return
+            live = bool(readable) and bool(ports) and all(
+                not _port_problem(got, port, run.plan.settings)
+                for got in readable for port in ports)
+            return live and drainplan.replaces_in_place(
+                run.cluster, [got.pod for got in readable if got.pod], run.scope.pod_timeout)
         if not run.left():
             revisions = ", ".join(sorted(envoyfilter.serving_revisions(gw)))
             raise VerificationError(

@@ -15,6 +15,15 @@ SS_COMMAND = ["ss", "-tnoH", "state", "established"]
 class Connections:
     established: int
     keepalive: int  # of those, sockets whose timer is a keepalive timer
+    # Of those, sockets showing another timer (a retransmit, say): ss shows one timer per
+    # socket, so whether they have keepalive cannot be told now.
+    other_timer: int = 0
+
+    @property
+    def without_keepalive(self) -> int:
+        """Sockets with no timer at all: keepalive would show while idle, so they have none.
+        On a listener that has keepalive, those were accepted before the change."""
+        return self.established - self.keepalive - self.other_timer
 
 
 def count_by_local_port(ss_output: str) -> dict[int, Connections]:
@@ -28,7 +37,9 @@ def count_by_local_port(ss_output: str) -> dict[int, Connections]:
         _, _, port = fields[2].rpartition(":")
         if not port.isdigit():
             continue
-        counts = totals.setdefault(int(port), [0, 0])
+        counts = totals.setdefault(int(port), [0, 0, 0])
         counts[0] += 1
-        counts[1] += "timer:(keepalive" in line
-    return {port: Connections(total, keepalive) for port, (total, keepalive) in totals.items()}
+        keepalive = "timer:(keepalive" in line
+        counts[1] += keepalive
+        counts[2] += not keepalive and "timer:(" in line
+    return {port: Connections(*counts) for port, counts in totals.items()}

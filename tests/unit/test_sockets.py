@@ -16,7 +16,7 @@ SS = """0      0      10.244.1.7:8080   10.0.3.4:51234   timer:(keepalive,58sec,
 
 def test_counts_per_local_port() -> None:
     assert count_by_local_port(SS) == {
-        8080: Connections(2, 1), 8443: Connections(1, 1), 15000: Connections(1, 0)}
+        8080: Connections(2, 1), 8443: Connections(1, 1), 15000: Connections(1, 0, 1)}
     assert count_by_local_port("") == {}
 
 
