@@ -3,7 +3,7 @@
 # Builds the lab cluster's binaries from pinned Go modules (lab/versions.env) into the cache:
 #   ${KEEPALIVE_CACHE:-~/.cache/kubectl-keepalive}/bin/<name>-<version>
 # builds istiod (pilot-discovery) and istioctl from the istio.io/istio module and takes Istio's CRD
-# file from the same module into the cache.
+# file from the same module into the cache; builds lab/standin_sds (the lab's stand-in for pilot-agent's SDS).
 # A part is rebuilt only when its pinned version changes; a warm cache makes this a fast no-op.
 # Usage: lab/build-binaries.sh [--print]   (--print: only print the paths, build nothing)
 set -euo pipefail
@@ -14,7 +14,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 if [[ "${1:-}" == "--print" ]]; then
   for f in "${KUBE_APISERVER_BIN}" "${KUBE_CONTROLLER_MANAGER_BIN}" "${KUBE_SCHEDULER_BIN}" \
     "${ETCD_BIN}" "${KWOK_BIN}" "${KWOKCTL_BIN}" "${ISTIO_CRDS}" "${GATEWAY_API_CRDS}" \
-    "${PILOT_DISCOVERY_BIN}" "${ISTIOCTL_BIN}"; do
+    "${PILOT_DISCOVERY_BIN}" "${ISTIOCTL_BIN}" "${STANDIN_SDS_BIN}"; do
     echo "${f}"
   done
   exit 0
@@ -227,6 +227,35 @@ build_istio() {
   rmdir "${out}"
 }
 
+build_sds() {
+  if all_present "${STANDIN_SDS_BIN}"; then
+    lab_log "standin-sds: cached"
+    return
+  fi
+  lab_log "standin-sds: building (lab/standin_sds, against the istio module's go-control-plane and grpc)"
+  local idir wrap
+  idir="$(module_dir "istio.io/istio@${ISTIO_MODULE_VERSION}")"
+  wrap="${LAB_BUILD}/sds"
+  rm -rf "${wrap}"
+  mkdir -p "${wrap}"
+  cp "${LAB_DIR}/standin_sds/main.go" "${wrap}/"
+  {
+    echo "module keepalive.lab/standin_sds"
+    echo
+    echo "go $(awk '$1 == "go" {print $2; exit}' "${idir}/go.mod")"
+    echo
+    echo "require ("
+    # The versions istiod itself is built with: already in the module cache.
+    awk '$1 ~ /^(github.com\/envoyproxy\/go-control-plane\/envoy|google.golang.org\/grpc|google.golang.org\/protobuf)$/ {print "\t" $1 " " $2}' "${idir}/go.mod"
+    echo ")"
+  } >"${wrap}/go.mod"
+  (
+    cd "${wrap}"
+    go build "${GO_BUILD_FLAGS[@]}" -ldflags="-s -w" -o "${STANDIN_SDS_BIN}.tmp" .
+  )
+  mv -f "${STANDIN_SDS_BIN}.tmp" "${STANDIN_SDS_BIN}"
+}
+
 # Sequential on purpose: each Go build already uses every core.
 build_kwok
 build_etcd
@@ -234,4 +263,5 @@ fetch_istio_crds
 fetch_gateway_api_crds
 build_kubernetes
 build_istio
+build_sds
 lab_log "all parts ready under ${LAB_BIN}"

@@ -9,8 +9,8 @@
 #   one real Envoy per gateway pod, each in a network namespace of its own and configured by istiod
 #   over ADS (labctl.py start runs pod_wiring.py, which plays the kubelet). Needs root (ip netns).
 #
-# Safe to run twice: a running cluster is reused (only dead lab processes are restarted); one that
-# does not answer is recreated. Progress goes to stderr.
+# Safe to run twice: a running cluster is reused (dead control-plane components and lab processes
+# are restarted); one that still does not answer is recreated. Progress goes to stderr.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -26,6 +26,8 @@ export KEEPALIVE_KUBECTL="${KUBECTL}"
 ENVOY="$(lab_envoy_bin)"
 export KEEPALIVE_ENVOY="${ENVOY}"
 export KEEPALIVE_PILOT_DISCOVERY="${PILOT_DISCOVERY_BIN}"
+export KEEPALIVE_KWOKCTL="${KWOKCTL_BIN}"
+export KEEPALIVE_STANDIN_SDS="${STANDIN_SDS_BIN}"
 KWOKCTL=("${KWOKCTL_BIN}" --name "${LAB_CLUSTER_NAME}")
 CLUSTER_DIR="${LAB_KWOK_WORKDIR}/clusters/${LAB_CLUSTER_NAME}"
 KUBECONFIG_PATH="${CLUSTER_DIR}/kubeconfig.yaml"
@@ -96,6 +98,18 @@ create_cluster() {
   "${KWOKCTL[@]}" create cluster --config "${LAB_RUN}/kwokctl.yaml" --kubeconfig "${LAB_RUN}/kwokctl-contexts.yaml" \
     --timeout 5m --wait 3m >&2
 }
+
+restart_dead_components() {
+  # What a node's kubelet does for static pods: start the control-plane components that exited
+  # (kube-controller-manager and kube-scheduler exit when they lose their lease). kwokctl starts
+  # only the components that are not running.
+  "${KWOKCTL[@]}" start cluster --timeout 1m >&2
+}
+
+if [[ -d "${CLUSTER_DIR}" ]]; then
+  restart_dead_components || lab_log "could not restart the cluster's components"
+  for _ in $(seq 1 20); do healthy && break; sleep 0.5; done
+fi
 
 if [[ -d "${CLUSTER_DIR}" ]] && ! healthy; then
   # A half-dead cluster (a component gone, or none left after a reboot) is cheaper to recreate than

@@ -20,6 +20,9 @@ HCM_TYPE = (
     ".HttpConnectionManager"
 )
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+INTERNAL_LISTENER_TYPE = (
+    "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+)
 # What the pods say they run: the proxy of the lab istiod's branch (kwok pulls nothing), and
 # the version the proxies tell istiod in their node metadata (ISTIO_VERSION).
 PROXY_IMAGE = "istio/proxyv2:1.31-dev"
@@ -32,6 +35,9 @@ POD_NETWORK_FIRST, POD_NETWORK_LAST = "198.18.64.2", "198.18.127.254"
 ROOT_NAMESPACE = "istio-system"
 # One istiod per control-plane revision, each with plaintext xDS on a port of its own.
 XDS_PORTS = {"default": 15010, "canary": 15110}
+# The lab's stand-in for pilot-agent's SDS (lab/standin_sds): workload certificates for the proxies
+# whose configuration asks the `sds-grpc` cluster for them (waypoints, sidecars).
+SDS_PORT = 15400
 # A revision tag (an injection alias, as `istioctl tag set prod-stable --revision canary` makes);
 # the tests show istiod never matches config labelled with it.
 REVISION_TAG = "prod-stable"
@@ -473,6 +479,8 @@ class PodIdentity:
     service_account: str
     revision: str
     token: str  # its service account token (audience istio-ca), sent to istiod as pilot-agent does
+    node_type: str = "router"  # pilot-agent's `proxy <type>`: router, waypoint, sidecar
+    env_metadata: dict[str, str] = field(default_factory=dict)  # from ISTIO_META_* env vars
 
 
 def _static_http_listener(port: int, prefix: str, route: JSON) -> JSON:
@@ -514,16 +522,18 @@ def _static_cluster(name: str, address: str, port: int, http2: bool = False) -> 
 
 
 def ads_bootstrap(pod: PodIdentity, admin_port: int = 15000) -> JSON:
-    """An Envoy bootstrap like pilot-agent's for a router: LDS and CDS over ADS from istiod.
+    """An Envoy bootstrap like pilot-agent's: LDS and CDS over ADS from istiod.
 
-    The node id and metadata are the ones istiod reads to find the pod (namespace, name, labels,
-    instance IPs, cluster id); the static 15021 and 15090 listeners stand where Istio's bootstrap
-    has them (15021 answers 200 at once: nothing here plays pilot-agent's readiness check).
-    The admin binds the pod's own address, where kwok's port-forward reaches it.
+    The node id and metadata are the ones istiod reads to find the pod (node type, namespace,
+    name, labels, instance IPs, cluster id; the pod's ISTIO_META_* env vars, as pilot-agent
+    copies them, under the fixed keys); the static 15021 and 15090 listeners stand where Istio's
+    bootstrap has them (15021 answers 200 at once: nothing here plays pilot-agent's readiness
+    check). The admin binds the pod's own address, where kwok's port-forward reaches it.
     """
     ns = pod.namespace
-    node_id = f"router~{pod.instance_ip}~{pod.name}.{ns}~{ns}.svc.cluster.local"
+    node_id = f"{pod.node_type}~{pod.instance_ip}~{pod.name}.{ns}~{ns}.svc.cluster.local"
     metadata = {
+        **pod.env_metadata,
         "NAMESPACE": ns,
         "NAME": pod.name,
         "POD_NAME": pod.name,
@@ -537,7 +547,7 @@ def ads_bootstrap(pod: PodIdentity, admin_port: int = 15000) -> JSON:
         "LABELS": dict(pod.labels),
         "REVISION": pod.revision,
     }
-    return {
+    bootstrap: JSON = {
         "node": {"id": node_id, "cluster": f"{pod.deployment}.{ns}", "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": pod.address,
                                                  "port_value": admin_port}}},
@@ -567,18 +577,18 @@ def ads_bootstrap(pod: PodIdentity, admin_port: int = 15000) -> JSON:
             ],
         },
     }
-
-
-def registry_entry(gw: Gateway) -> JSON:
-    """What the lab's helper processes need to know about one gateway (run/gateways.json)."""
-    return {
-        "key": gw.key,
-        "namespace": gw.namespace,
-        "name": gw.name,
-        "selector": gw.selector,
-        "revision": gw.revision,
-        "listener_ports": list(gw.listener_ports),
-    }
+    if pod.node_type != "router":
+        # istiod gives waypoints (and sidecars) TLS that names SDS secrets ("default", "ROOTCA")
+        # from pilot-agent's `sds-grpc` cluster; without them their clusters never warm.
+        bootstrap["static_resources"]["clusters"].append(
+            _static_cluster("sds-grpc", NODE_ADDRESS, SDS_PORT, http2=True))
+    if pod.node_type == "waypoint":
+        # pilot-agent's bootstrap turns on internal listeners, which a waypoint's xDS uses.
+        bootstrap["bootstrap_extensions"] = [{
+            "name": "envoy.bootstrap.internal_listener",
+            "typed_config": {"@type": INTERNAL_LISTENER_TYPE},
+        }]
+    return bootstrap
 
 
 def dumps(obj: JSON) -> str:

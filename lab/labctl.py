@@ -4,14 +4,16 @@
 Subcommands (all idempotent):
   seed   --kubeconfig K   apply kwok nodes, namespaces, the gateway Deployments and Services, and
                           the Istio Gateway, VirtualService and ServiceEntry of each gateway
-  start  --kubeconfig K   start istiod (one per revision) and pod_wiring.py, which runs one Envoy
-                          per gateway pod (processes already running are left alone)
-  wait   --kubeconfig K   wait until every seeded gateway is available, each pod is wired and its
-                          Envoy has the listeners istiod gives it
+  start  --kubeconfig K   start istiod (one per revision), control_plane.py (restarts control-plane
+                          components that exit) and pod_wiring.py, which runs one Envoy per proxy
+                          pod (processes already running are left alone)
+  wait   --kubeconfig K   wait until every seeded gateway is available, each of its pods is wired
+                          and its Envoy has the listeners istiod gives it (pods of anything else,
+                          a test's scenario say, are not waited for)
   stop                    stop every process that start started, remove the pod namespaces
   status                  print what runs (one line per process)
 
-State lives in ``$KEEPALIVE_CACHE/run`` (pid files, logs, istiod configs, pods/, gateways.json).
+State lives in ``$KEEPALIVE_CACHE/run`` (pid files, logs, istiod configs, pods/).
 """
 
 from __future__ import annotations
@@ -166,6 +168,9 @@ ISTIOD_ENV = {
 }
 
 
+LAB_DRAIN = "5s"
+
+
 def mesh_config(revision: str) -> str:
     """MeshConfig for the lab: no telemetry, no tracing, no auto mTLS (no pilot-agent for SDS)."""
     return "\n".join([
@@ -177,8 +182,25 @@ def mesh_config(revision: str) -> str:
         "defaultProviders: {}",
         "defaultConfig:",
         f"  discoveryAddress: {gws.NODE_ADDRESS}:{gws.XDS_PORTS[revision]}",
+        # Short, so tests that apply filters do not wait out Istio's 45 s listener drain; the
+        # pods' Envoys get it as pilot-agent passes it (pod_wiring.drain_duration_s).
+        f"  drainDuration: {LAB_DRAIN}",
         "",
     ])
+
+
+def mesh_configmaps() -> list[JSON]:
+    """The mesh config as an install leaves it in the cluster (ConfigMap `istio`, or
+    `istio-<rev>`, key `mesh`): what the plugin reads for the proxies' drain times. Each istiod
+    here reads the same text from its --meshConfig file."""
+    out: list[JSON] = []
+    for revision in sorted(gws.XDS_PORTS):
+        name = "istio" if revision == "default" else f"istio-{revision}"
+        out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": gws.ROOT_NAMESPACE,
+                                 "labels": {"istio.io/rev": revision}},
+                    "data": {"mesh": mesh_config(revision)}})
+    return out
 
 
 def istiod_ports(revision: str) -> dict[str, int]:
@@ -212,6 +234,28 @@ def daemons(kubeconfig: str) -> list[tuple[str, list[str], str, dict[str, str]]]
         ]
         env = {**ISTIOD_ENV, "REVISION": revision, "POD_NAME": f"istiod-{revision}-lab"}
         out.append((f"istiod-{revision}", argv, str(mesh), env))
+    # pilot-agent's SDS, for the proxies whose xDS names workload certificates (waypoints).
+    tls = rd / "tls"
+    out.append((
+        "sds",
+        [os.environ.get("KEEPALIVE_STANDIN_SDS", "standin-sds"),
+         "--listen", f"{gws.NODE_ADDRESS}:{gws.SDS_PORT}",
+         "--cert", str(tls / "tls.crt"), "--key", str(tls / "tls.key")],
+        "standin-sds",
+        {},
+    ))
+    # Restarts control-plane components that exit (kube-controller-manager and kube-scheduler
+    # do when they lose their lease), as a kubelet restarts static pods.
+    cluster = os.environ.get("KEEPALIVE_CLUSTER_NAME", "keepalive-lab")
+    workdir = cache_dir() / "kwok"
+    out.append((
+        "control-plane",
+        [py, str(LAB_DIR / "control_plane.py"),
+         "--cluster-dir", str(workdir / "clusters" / cluster), "--cluster-name", cluster,
+         "--kwokctl", os.environ.get("KEEPALIVE_KWOKCTL", "kwokctl")],
+        "control_plane.py",
+        {"KWOK_WORKDIR": str(workdir)},
+    ))
     out.append((
         "pod-wiring",
         [py, str(LAB_DIR / "pod_wiring.py"), "--kubeconfig", kubeconfig, "--run-dir", str(rd),
@@ -231,13 +275,6 @@ def write_istiod_configs() -> None:
         write_atomic(d / "mesh-networks.yaml", "networks: {}\n")
 
 
-def write_registry() -> None:
-    rd = run_dir()
-    rd.mkdir(parents=True, exist_ok=True)
-    entries = [gws.registry_entry(gw) for gw in gws.SEEDED]
-    write_atomic(rd / "gateways.json", json.dumps({"gateways": entries}, indent=1) + "\n")
-
-
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -251,8 +288,8 @@ def start_all(kubeconfig: str) -> None:
     pilot_discovery_bin()
     envoy_bin()
     pod_wiring.ensure_node_address()  # before istiod, which listens on it
-    write_registry()
     write_istiod_configs()
+    gateway_certificate()  # also what the SDS stand-in serves
     rd = run_dir()
     for name, argv, marker, env in daemons(os.path.abspath(kubeconfig)):
         start_process(name, argv, rd / f"{name}.pid", rd / f"{name}.log", marker, env)
@@ -369,6 +406,7 @@ def seed(kubeconfig: str) -> None:
     items: list[JSON] = [*gws.node_manifests(), *gws.namespace_manifests(),
                          *gws.revision_tag_manifests()]
     cert, key = gateway_certificate()
+    items += mesh_configmaps()
     for gw in gws.SEEDED:
         items += [gws.deployment_manifest(gw), gws.service_manifest(gw), *gws.istio_manifests(gw),
                   *gws.credential_manifests(gw, cert, key)]
@@ -397,6 +435,17 @@ def exit_if_a_daemon_died() -> None:
                      f"ends: {lines[-1] if lines else '(empty)'}")
 
 
+def seeded_gateway_of(pod: JSON) -> gws.Gateway | None:
+    """The seeded gateway whose Deployment selector takes this pod (same namespace)."""
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    for gw in gws.SEEDED:
+        if gw.namespace == meta["namespace"] and all(
+                labels.get(k) == v for k, v in gw.selector.items()):
+            return gw
+    return None
+
+
 def wait(kubeconfig: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for gw in gws.SEEDED:
@@ -410,9 +459,9 @@ def wait(kubeconfig: str, timeout: float) -> None:
             f"deployment/{gw.name}",
             f"--timeout={left}s",
         )
-    # Each running gateway pod must have its own Envoy (a record of pod_wiring.py), its
-    # port-forward and exec wiring, and the listeners istiod gives its gateway.
-    ports = {gw.key: gw.listener_ports for gw in gws.SEEDED}
+    # Each running pod of a seeded gateway must have its own Envoy (a record of pod_wiring.py),
+    # its port-forward and exec wiring, and the listeners istiod gives its gateway. Other proxies
+    # (a test's scenario, left half-made by a killed run) are not the lab's to wait for.
     while True:
         exit_if_a_daemon_died()
         pods = json.loads(kubectl(kubeconfig, "get", "pods", "-A", "-o", "json"))["items"]
@@ -425,11 +474,11 @@ def wait(kubeconfig: str, timeout: float) -> None:
         for pod in pods:
             meta = pod["metadata"]
             key = (meta["namespace"], meta["name"])
-            if meta.get("deletionTimestamp") or not any(
-                    c["name"] == "istio-proxy" for c in pod["spec"]["containers"]):
+            seeded = seeded_gateway_of(pod)
+            if meta.get("deletionTimestamp") or seeded is None:
                 continue
             record = records.get(key)
-            want = {f"0.0.0.0_{p}" for p in ports.get(record["gateway"], ())} if record else set()
+            want = {f"0.0.0.0_{p}" for p in seeded.listener_ports}
             if (key not in wired or record is None
                     or not want <= dynamic_listener_names(record["admin"])):
                 waiting.append(f"{key[0]}/{key[1]}")

@@ -24,6 +24,8 @@ ISTIO_CRDS="${KEEPALIVE_CACHE}/istio/${ISTIO_MODULE_VERSION}/crd-all.gen.yaml"
 GATEWAY_API_CRDS="${KEEPALIVE_CACHE}/gateway-api/${GATEWAY_API_VERSION}/standard-crds.yaml"
 PILOT_DISCOVERY_BIN="${LAB_BIN}/pilot-discovery-${ISTIO_MODULE_VERSION}"
 ISTIOCTL_BIN="${LAB_BIN}/istioctl-${ISTIO_MODULE_VERSION}"
+# The lab's stand-in for pilot-agent's SDS (lab/standin_sds): versioned by its source, so an edit rebuilds it.
+STANDIN_SDS_BIN="${LAB_BIN}/standin-sds-$(sha256sum "${LAB_DIR}/standin_sds/main.go" | cut -c1-12)"
 
 export KEEPALIVE_CACHE KWOK_WORKDIR="${LAB_KWOK_WORKDIR}"
 

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Plays the kubelet for the lab's gateway pods: one real Envoy per pod, wired to kwok.
+"""Plays the kubelet for every lab pod that runs an Istio proxy: one real Envoy per pod.
 
-kwok runs the pods only on paper. For every pod that a seeded gateway's selector matches (same
-namespace, as a Deployment would), this process does what a kubelet and CNI would:
+kwok runs the pods only on paper. For every pod with an ``istio-proxy`` container, in any
+namespace (the seeded gateways and whatever a test applies: Helm-style gateways, egress and
+east-west gateways, waypoints), this process does what a kubelet and CNI would:
 
 - makes the pod a network namespace of its own (``kalab-<uid>``) with one address from the lab's
   pod network, routed from the host (the "node", which answers on ``NODE_ADDRESS``);
 - starts the pod's ``istio-proxy`` there: the real Envoy with an ADS bootstrap in the pod's
-  identity (gateways.ads_bootstrap), so that the real istiod of the pod's revision configures it;
+  identity (gateways.ads_bootstrap: node type from the container's ``proxy <type>`` args,
+  ``ISTIO_META_*`` env as node metadata, the Deployment from the pod's owners), so that the real
+  istiod of the pod's revision configures it;
 - writes kwok's PortForward and Exec objects named after the pod (owned by it, so the garbage
   collector removes them with the pod):
 
-    port-forward 15000, 15021, 15090 and the listener ports -> the pod's address
+    port-forward 15000, 15021, 15090 and the ports the pod's containers declare -> the pod's address
     exec -c istio-proxy CMD -> CMD on this machine with LAB_ENVOY_ADMIN and LAB_POD_NETNS set;
                                lab/shims provides `pilot-agent` and `ss` for such commands
 
@@ -29,6 +32,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -65,7 +69,7 @@ class PodRecord:
     namespace: str
     name: str
     uid: str
-    gateway: str
+    gateway: str  # "<namespace>/<Deployment>" (the pod's name when it has no Deployment)
     address: str
     netns: str
     veth: str
@@ -73,6 +77,9 @@ class PodRecord:
     log: str
     pid: int = 0
     wired: bool = False  # kwok's PortForward and Exec objects exist for this pod
+    proxy_type: str = "router"  # pilot-agent's `proxy <type>`: router, waypoint, sidecar
+    revision: str = "default"  # the istiod revision that configures this Envoy
+    drain_s: int = 45  # --drain-time-s as pilot-agent passes it (proxy config drainDuration)
 
     @property
     def admin(self) -> str:
@@ -88,6 +95,21 @@ class PodRecord:
         data = json.loads(path.read_text())
         data.pop("admin", None)
         return cls(**data)
+
+
+_DRAIN = re.compile(r"""drainDuration["']?\s*:\s*["']?(\d+)(ms|s|m)?["']?""")
+
+
+def drain_duration_s(proxy_config: str) -> int | None:
+    """`drainDuration` of a ProxyConfig written as YAML or JSON (`5s`, `1m`), whole seconds and
+    at least 1 as Envoy takes them; None when the text does not set it. A regular expression,
+    not a YAML parser: the lab's helpers use the standard library only."""
+    found = _DRAIN.search(proxy_config)
+    if found is None:
+        return None
+    number, unit = int(found.group(1)), found.group(2) or "s"
+    seconds = number * 60 if unit == "m" else number // 1000 if unit == "ms" else number
+    return max(1, seconds)
 
 
 def process_alive(pid: int, marker: str) -> bool:
@@ -143,7 +165,78 @@ def remove_pod_network(netns: str, veth: str) -> None:
     ip("link", "del", veth, check=False)
 
 
-def wiring_objects(pod: JSON, record: PodRecord, listener_ports: list[int]) -> tuple[JSON, JSON]:
+# The bootstrap's own ports, forwarded on every pod (real gateway pods declare 15021 and 15090 but
+# never the admin's 15000, which `istioctl proxy-config` still reaches).
+BOOTSTRAP_PORTS = (15000, 15021, 15090)
+PROXY_CONTAINER = "istio-proxy"
+
+
+def proxy_container(pod: JSON) -> JSON | None:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == PROXY_CONTAINER:
+            return dict(container)
+    return None
+
+
+def declared_ports(pod: JSON) -> list[int]:
+    """Every port the pod's containers declare (TCP or UDP, once each), bootstrap ports first."""
+    ports = list(BOOTSTRAP_PORTS)
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            number = int(port["containerPort"])
+            if number not in ports:
+                ports.append(number)
+    return ports
+
+
+def proxy_type(container: JSON) -> str:
+    """pilot-agent's node type: `proxy <type>` in the args (`proxy router`, `proxy waypoint`);
+    a bare `proxy` is a sidecar, as pilot-agent defaults."""
+    args = [str(a) for a in container.get("args") or []]
+    if len(args) >= 2 and args[0] == "proxy" and not args[1].startswith("-"):
+        return args[1]
+    return "sidecar"
+
+
+def env_metadata(pod: JSON, container: JSON) -> dict[str, str]:
+    """pilot-agent turns each `ISTIO_META_<KEY>` env var into node metadata KEY (ROUTER_MODE
+    and REQUESTED_NETWORK_VIEW for east-west gateways, NETWORK, INTERCEPTION_MODE, ...); values
+    from the pod's own fields are resolved as the kubelet would."""
+    fields = {
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName", ""),
+        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
+        "metadata.name": pod["metadata"]["name"],
+        "metadata.namespace": pod["metadata"]["namespace"],
+    }
+    out: dict[str, str] = {}
+    for env in container.get("env") or []:
+        name = str(env.get("name", ""))
+        if not name.startswith("ISTIO_META_"):
+            continue
+        if "value" in env:
+            out[name.removeprefix("ISTIO_META_")] = str(env["value"])
+            continue
+        path = ((env.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if path in fields:
+            out[name.removeprefix("ISTIO_META_")] = str(fields[path])
+    return out
+
+
+def resolve_revision(pod: JSON, namespace_labels: dict[str, str]) -> str:
+    """The istiod revision that serves a pod: the injector's `istio.io/rev` annotation (the
+    revision itself), else the pod's `istio.io/rev` label, else the namespace's, else default.
+    A revision tag maps to its revision; an unknown revision falls back to default."""
+    meta = pod["metadata"]
+    rev = ((meta.get("annotations") or {}).get("istio.io/rev")
+           or (meta.get("labels") or {}).get("istio.io/rev")
+           or namespace_labels.get("istio.io/rev")
+           or "default")
+    if rev == gws.REVISION_TAG:
+        rev = gws.REVISION_TAG_TARGET
+    return rev if rev in gws.XDS_PORTS else "default"
+
+
+def wiring_objects(pod: JSON, record: PodRecord, ports: list[int]) -> tuple[JSON, JSON]:
     meta = pod["metadata"]
     owner = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
     obj_meta = {
@@ -153,7 +246,7 @@ def wiring_objects(pod: JSON, record: PodRecord, listener_ports: list[int]) -> t
         "labels": {"keepalive-lab/gateway": record.gateway.split("/", 1)[1]},
     }
     forwards = [{"ports": [port], "target": {"address": record.address, "port": port}}
-                for port in [15000, 15021, 15090, *listener_ports]]
+                for port in ports]
     port_forward = {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "PortForward",
@@ -170,20 +263,9 @@ def wiring_objects(pod: JSON, record: PodRecord, listener_ports: list[int]) -> t
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "Exec",
         "metadata": obj_meta,
-        "spec": {"execs": [{"containers": ["istio-proxy"], "local": {"envs": envs}}]},
+        "spec": {"execs": [{"containers": [PROXY_CONTAINER], "local": {"envs": envs}}]},
     }
     return port_forward, exec_obj
-
-
-def gateway_for(pod: JSON, gateways: list[JSON]) -> JSON | None:
-    meta = pod["metadata"]
-    labels = meta.get("labels") or {}
-    for gw in gateways:
-        if gw["namespace"] == meta.get("namespace") and all(
-            labels.get(k) == v for k, v in gw["selector"].items()
-        ):
-            return gw
-    return None
 
 
 class Kubelet:
@@ -195,7 +277,6 @@ class Kubelet:
         self._pods_dir = run_dir / "pods"
         self._pods_dir.mkdir(parents=True, exist_ok=True)
         self._envoy = envoy
-        self._drain = os.environ.get("KEEPALIVE_LAB_DRAIN_S", "5")
         self._lock = threading.RLock()
         self._last_pods: dict[str, JSON] | None = None
         self.records: dict[str, PodRecord] = {}
@@ -207,11 +288,30 @@ class Kubelet:
                 continue
             self.records[record.uid] = record
 
-    def _gateways(self) -> list[JSON]:
+    def _deployment_of(self, pod: JSON) -> str:
+        """The pod's Deployment, through its ReplicaSet's owner (as `kubectl rollout` sees it);
+        the ReplicaSet's name, or the pod's, when there is no Deployment above it."""
+        meta = pod["metadata"]
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") != "ReplicaSet":
+                continue
+            try:
+                rs = self._client.list(
+                    f"/apis/apps/v1/namespaces/{meta['namespace']}/replicasets/{ref['name']}")
+            except labkube.ApiError:
+                return str(ref["name"]).rsplit("-", 1)[0]
+            for owner in rs["metadata"].get("ownerReferences") or []:
+                if owner.get("kind") == "Deployment":
+                    return str(owner["name"])
+            return str(ref["name"])
+        return str(meta["name"])
+
+    def _namespace_labels(self, namespace: str) -> dict[str, str]:
         try:
-            return list(json.loads((self._run_dir / "gateways.json").read_text())["gateways"])
-        except (OSError, ValueError, KeyError):
-            return []
+            ns = self._client.list(f"/api/v1/namespaces/{namespace}")
+        except labkube.ApiError:
+            return {}
+        return dict(ns["metadata"].get("labels") or {})
 
     def _free_address(self) -> str:
         used = {r.address for r in self.records.values()}
@@ -229,28 +329,26 @@ class Kubelet:
         retried on the next sync (the watchdog syncs every few seconds), never fatal."""
         with self._lock:
             self._last_pods = pods
-            gateways = self._gateways()
-            wanted: dict[str, tuple[JSON, JSON]] = {}
+            wanted: dict[str, JSON] = {}
             for pod in pods.values():
                 meta = pod["metadata"]
                 if meta.get("deletionTimestamp") or not (pod.get("status") or {}).get("podIP"):
                     continue
-                gw = gateway_for(pod, gateways)
-                if gw is not None:
-                    wanted[meta["uid"]] = (pod, gw)
+                if proxy_container(pod) is not None:
+                    wanted[meta["uid"]] = pod
             for uid in [u for u in self.records if u not in wanted]:
                 record = self.records.pop(uid)
                 try:
                     self._stop(record)
                 except Exception as err:  # keep serving the other pods
                     log(f"stop {record.namespace}/{record.name}: {err}")
-            for uid, (pod, gw) in wanted.items():
-                record = self.records.get(uid)
-                if record is not None and record.wired and process_alive(record.pid,
-                                                                          record.bootstrap):
+            for uid, pod in wanted.items():
+                known = self.records.get(uid)
+                if known is not None and known.wired and process_alive(known.pid,
+                                                                       known.bootstrap):
                     continue
                 try:
-                    self._start(pod, gw, record)
+                    self._start(pod, known)
                 except Exception as err:  # logged; the next sync retries
                     meta = pod["metadata"]
                     log(f"start {meta['namespace']}/{meta['name']}: {err}")
@@ -263,29 +361,34 @@ class Kubelet:
         if pods is not None:
             self.sync(pods)
 
-    def _start(self, pod: JSON, gw: JSON, old: PodRecord | None) -> None:
+    def _start(self, pod: JSON, old: PodRecord | None) -> None:
         """Namespace, Envoy and kwok objects for one pod. On failure a new pod's namespace and
         files are removed again; an adopted record keeps its address for the retry."""
         meta = pod["metadata"]
         uid = meta["uid"]
         pod_dir = self._pods_dir / uid
         pod_dir.mkdir(parents=True, exist_ok=True)
+        container = proxy_container(pod) or {}
         record = old or PodRecord(
             namespace=meta["namespace"],
             name=meta["name"],
             uid=uid,
-            gateway=gw["namespace"] + "/" + gw["name"],
+            gateway=meta["namespace"] + "/" + self._deployment_of(pod),
             address=self._free_address(),
             netns=NETNS_PREFIX + uid[:8],
             veth="kl" + uid[:8],
             bootstrap=str(pod_dir / "bootstrap.json"),
             log=str(pod_dir / "envoy.log"),
+            proxy_type=proxy_type(container),
+            revision=resolve_revision(pod, self._namespace_labels(meta["namespace"])),
         )
+        if old is None:
+            record.drain_s = self._drain_seconds(pod, record.revision)
         try:
             if not process_alive(record.pid, record.bootstrap):
-                self._launch(pod, gw, record)
+                self._launch(pod, container, record)
             if not record.wired:
-                self._wire(pod, gw, record)
+                self._wire(pod, record)
         except BaseException:
             if old is None:
                 stop_process(record.pid, record.bootstrap)
@@ -294,10 +397,11 @@ class Kubelet:
             raise
         self.records[uid] = record
         record.save(pod_dir / "pod.json")
-        log(f"started {record.namespace}/{record.name} ({gw['namespace']}/{gw['name']}) "
-            f"at {record.address} in {record.netns}, pid {record.pid}")
+        log(f"started {record.namespace}/{record.name} ({record.proxy_type} of "
+            f"{record.gateway}, revision {record.revision}) at {record.address} in "
+            f"{record.netns}, pid {record.pid}")
 
-    def _launch(self, pod: JSON, gw: JSON, record: PodRecord) -> None:
+    def _launch(self, pod: JSON, container: JSON, record: PodRecord) -> None:
         """A fresh namespace and an Envoy with a fresh token, as a container (re)start gets."""
         meta = pod["metadata"]
         make_pod_network(record.netns, record.veth, record.address)
@@ -309,16 +413,18 @@ class Kubelet:
             labels=dict(meta.get("labels") or {}),
             instance_ip=pod["status"]["podIP"],
             address=record.address,
-            deployment=gw["name"],  # seeded gateways: Deployment name = gateway name
+            deployment=record.gateway.split("/", 1)[1],
             service_account=account,
-            revision=gw["revision"],
+            revision=record.revision,
             token=self._token(pod, account),
+            node_type=record.proxy_type,
+            env_metadata=env_metadata(pod, container),
         )
         Path(record.bootstrap).write_text(gws.dumps(gws.ads_bootstrap(identity)))
         self._run_envoy(record)
 
-    def _wire(self, pod: JSON, gw: JSON, record: PodRecord) -> None:
-        for obj, plural in zip(wiring_objects(pod, record, gw["listener_ports"]),
+    def _wire(self, pod: JSON, record: PodRecord) -> None:
+        for obj, plural in zip(wiring_objects(pod, record, declared_ports(pod)),
                                ("portforwards", "execs"), strict=True):
             path = f"{GROUP}/namespaces/{record.namespace}/{plural}"
             try:
@@ -350,9 +456,25 @@ class Kubelet:
         path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
         return str(self._client.create(path, request)["status"]["token"])
 
+    def _drain_seconds(self, pod: JSON, revision: str) -> int:
+        """What pilot-agent passes as --drain-time-s: the proxy config's drainDuration from the
+        pod's `proxy.istio.io/config` annotation, else from the mesh config's defaultConfig of
+        the pod's revision (the file its istiod reads), else Istio's default of 45 s."""
+        annotations = pod["metadata"].get("annotations") or {}
+        mesh = self._run_dir / f"istiod-{revision}" / "mesh.yaml"
+        sources = [annotations.get("proxy.istio.io/config") or ""]
+        with contextlib.suppress(OSError):
+            sources.append(mesh.read_text())
+        for text in sources:
+            found = drain_duration_s(text)
+            if found is not None:
+                return found
+        return 45
+
     def _run_envoy(self, record: PodRecord) -> None:
         argv = ["ip", "netns", "exec", record.netns, self._envoy, "-c", record.bootstrap,
-                "--disable-hot-restart", "--concurrency", "1", "--drain-time-s", self._drain,
+                "--disable-hot-restart", "--concurrency", "1",
+                "--drain-time-s", str(record.drain_s),
                 "--drain-strategy", "immediate", "--log-level", "warn"]
         with open(record.log, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,

@@ -127,12 +127,18 @@ def parse(raw: bytes | str) -> list[Listener]:
     document = load(raw)
     # A rejected update is listed twice (under its listener and as a nameless entry): keep one.
     listeners = list(dict.fromkeys(_listeners_in(document)))
-    if not listeners and not _looks_like_listener_config(document):
+    if not listeners and not _looks_like_listener_config(document) and not _empty_object(raw):
         raise UsageError(
             "no listener config found: expected an Envoy /config_dump or the JSON output of "
             "`istioctl proxy-config listener POD -o json`"
         )
     return sorted(listeners, key=_sort_key)
+
+
+def _empty_object(raw: bytes | str) -> bool:
+    """`{}`: what admin's `config_dump?resource=dynamic_listeners` answers while the proxy has
+    no dynamic listener yet (an egress gateway before any Gateway selects it): none, not junk."""
+    return (raw.strip() if isinstance(raw, str) else raw.strip().decode("ascii", "replace")) == "{}"
 
 
 def listener(body: Mapping[str, Any], path: str = "listener") -> Listener:

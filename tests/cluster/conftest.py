@@ -11,12 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
@@ -25,6 +27,10 @@ import labctl  # noqa: E402  (the lab's own records of which Envoy serves which 
 
 MANAGED = "app.kubernetes.io/managed-by=kubectl-keepalive"
 TEST_LABEL = "keepalive-test=true"
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+# On a scenario's Deployment: the listener ports its Envoys must have before a test starts
+# ("8081,9443"); "" waits for no dynamic listener; absent: at least one.
+LISTENERS_ANNOTATION = "keepalive-lab/listeners"
 
 
 @dataclass(frozen=True)
@@ -107,3 +113,130 @@ def clean(lab: Lab) -> Iterator[Lab]:
     lab.reset()
     yield lab
     lab.reset()
+
+
+@dataclass
+class Scenario:
+    """One file of tests/cluster/scenarios applied to the lab."""
+
+    name: str
+    path: Path
+    namespaces: list[str] = field(default_factory=list)  # the Namespaces the file creates
+    deployments: list[dict[str, Any]] = field(default_factory=list)  # as the API returns them
+
+    def pods(self, lab: Lab) -> list[dict[str, Any]]:
+        """The running proxy pods of the scenario's Deployments (each listed once)."""
+        found: dict[str, dict[str, Any]] = {}
+        for dep in self.deployments:
+            meta = dep["metadata"]
+            labels = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
+            for pod in lab.get_json("pods", "-n", meta["namespace"], "-l", labels)["items"]:
+                if not pod["metadata"].get("deletionTimestamp"):
+                    found[pod["metadata"]["uid"]] = pod
+        return list(found.values())
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return [doc for doc in yaml.safe_load_all(fh) if doc]
+
+
+def _ready(lab: Lab, scenario: Scenario) -> list[str]:
+    """What still keeps the scenario from being ready: a pod without its lab Envoy, its kwok
+    wiring, or the listeners istiod gives it."""
+    records = {(r["namespace"], r["name"]): r for r in labctl.pod_records()}
+    wired = {(i["metadata"]["namespace"], i["metadata"]["name"])
+             for i in lab.get_json("portforwards.kwok.x-k8s.io", "-A")["items"]}
+    expected = {f"{d['metadata']['namespace']}/{d['metadata']['name']}": d
+                for d in scenario.deployments}
+    waiting: list[str] = []
+    for dep in scenario.deployments:
+        meta = dep["metadata"]
+        status = lab.get_json("deployment", meta["name"], "-n", meta["namespace"])["status"]
+        if status.get("readyReplicas", 0) < dep["spec"].get("replicas", 1):
+            waiting.append(f"deployment {meta['namespace']}/{meta['name']}")
+    for pod in scenario.pods(lab):
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        record = records.get(key)
+        if record is None or key not in wired:
+            waiting.append(f"pod {key[0]}/{key[1]} (no Envoy or wiring)")
+            continue
+        # pod_wiring records each pod's Deployment as "<namespace>/<name>".
+        owner = expected.get(record["gateway"])
+        wanted = ((owner or {}).get("metadata", {}).get("annotations") or {}).get(
+            LISTENERS_ANNOTATION)
+        names = labctl.dynamic_listener_names(record["admin"])
+        dynamic = {n for n in names if not n.endswith("_static")}
+        if wanted is None:
+            ok = bool(dynamic)
+        else:
+            ok = {f"0.0.0.0_{p.strip()}" for p in wanted.split(",") if p.strip()} <= dynamic
+        if not ok:
+            waiting.append(f"pod {key[0]}/{key[1]} (listeners {sorted(dynamic)})")
+    return waiting
+
+
+def _wait(what: str, check: Callable[[], list[str]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = check()
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {', '.join(left)}")
+        time.sleep(0.5)
+
+
+def apply_scenario(lab: Lab, name: str) -> Scenario:
+    """Applies tests/cluster/scenarios/NAME.yaml (server-side: again on a lab where a killed run
+    left it, it converges)."""
+    path = SCENARIOS / f"{name}.yaml"
+    docs = _documents(path)
+    lab.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=keepalive-test",
+                "-f", str(path))
+    scenario = Scenario(name, path,
+                        [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"])
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            meta = doc["metadata"]
+            scenario.deployments.append(lab.get_json("deployment", meta["name"], "-n",
+                                                     meta.get("namespace", "default")))
+    return scenario
+
+
+def wait_for_scenario(lab: Lab, scenario: Scenario, timeout: float = 120.0) -> None:
+    """Until every proxy pod of the scenario runs its own Envoy, wired, with the listeners
+    istiod gives it."""
+    _wait(f"scenario {scenario.name}", lambda: _ready(lab, scenario), timeout)
+
+
+def remove_scenario(lab: Lab, scenario: Scenario, timeout: float = 120.0) -> None:
+    """Deletes what the file made and waits until its namespaces, pods and Envoys are gone."""
+    pods = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in scenario.pods(lab)}
+    lab.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(scenario.path))
+
+    def left() -> list[str]:
+        out = [f"namespace {n}" for n in scenario.namespaces
+               if lab.kubectl("get", "namespace", n, check=False).returncode == 0]
+        out += [f"envoy {r['namespace']}/{r['name']}" for r in labctl.pod_records()
+                if (r["namespace"], r["name"]) in pods]
+        return out
+
+    _wait(f"scenario {scenario.name} to go", left, timeout)
+
+
+@pytest.fixture(scope="module")
+def scenario(lab: Lab) -> Iterator[Callable[[str], Scenario]]:
+    """`scenario("helm-gateway")` applies tests/cluster/scenarios/helm-gateway.yaml once per test
+    module (a later call returns the same), and removes every applied scenario after the module."""
+    applied: dict[str, Scenario] = {}
+
+    def use(name: str) -> Scenario:
+        if name not in applied:
+            applied[name] = apply_scenario(lab, name)  # recorded first: removed even if not ready
+            wait_for_scenario(lab, applied[name])
+        return applied[name]
+
+    yield use
+    for item in reversed(list(applied.values())):
+        remove_scenario(lab, item)

@@ -235,3 +235,11 @@ def test_wrong_shapes_name_the_field(doc: Any, field: str) -> None:
 def test_hostile_documents_are_usage_errors(raw: bytes, why: str) -> None:
     with pytest.raises(UsageError, match=re.escape(why)):
         envoy_dump.parse(raw)
+
+
+def test_an_empty_object_is_a_proxy_without_dynamic_listeners() -> None:
+    # Envoy admin answers `{}` to ?resource=dynamic_listeners when there are none yet.
+    assert envoy_dump.parse("{}\n") == []
+    assert envoy_dump.parse(b" {} ") == []
+    with pytest.raises(UsageError, match="no listener config found"):
+        envoy_dump.parse('{"unrelated": 1}')
