@@ -102,8 +102,10 @@ create_cluster() {
 restart_dead_components() {
   # What a node's kubelet does for static pods: start the control-plane components that exited
   # (kube-controller-manager and kube-scheduler exit when they lose their lease). kwokctl starts
-  # only the components that are not running.
-  "${KWOKCTL[@]}" start cluster --timeout 1m >&2
+  # only the components that are not running, and takes a zombie's pid for a running one:
+  # control_plane.py forgets the dead ones' pid files first.
+  python3 "${LAB_DIR}/control_plane.py" --once --cluster-dir "${CLUSTER_DIR}" \
+    --cluster-name "${LAB_CLUSTER_NAME}" --kwokctl "${KWOKCTL_BIN}" >&2
 }
 
 if [[ -d "${CLUSTER_DIR}" ]]; then

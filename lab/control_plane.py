@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 CHECK_EVERY_S = 2.0
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BACKOFF_S = (2.0, 5.0, 10.0, 20.0, 40.0)  # after each restart that did not keep everything up
 
 
@@ -29,10 +30,14 @@ def log(msg: str) -> None:
 
 
 def dead_components(cluster_dir: Path) -> list[str]:
-    """Components whose recorded process is gone (pid file present, no such process running
-    that binary)."""
+    """Components whose recorded process is gone: no pid file, or no such process running that
+    binary (a zombie has no cmdline). Nothing while the cluster has no pids folder (deleted)."""
+    if not (cluster_dir / "pids").is_dir():
+        return []
     dead = []
-    for pid_file in sorted((cluster_dir / "pids").glob("*.pid")):
+    # A component whose pid file is gone was forgotten by a restart that failed: still dead.
+    names = {p.stem for p in (cluster_dir / "pids").glob("*.pid")} | set(COMPONENTS)
+    for pid_file in sorted(cluster_dir / "pids" / f"{n}.pid" for n in names):
         name = pid_file.stem
         try:
             pid = int(pid_file.read_text().strip())
@@ -43,6 +48,14 @@ def dead_components(cluster_dir: Path) -> list[str]:
         if name not in cmdline:  # the pid now belongs to something else
             dead.append(name)
     return dead
+
+
+def forget(cluster_dir: Path, dead: list[str]) -> None:
+    """Remove the dead components' pid files. kwokctl takes a pid that answers signal 0 for a
+    running component, and a killed process stays a zombie until init reaps it (seconds here):
+    kwokctl would start nothing and then wait minutes for an API server that is not there."""
+    for name in dead:
+        (cluster_dir / "pids" / f"{name}.pid").unlink(missing_ok=True)
 
 
 def restart(kwokctl: str, cluster: str) -> bool:
@@ -64,8 +77,17 @@ def main() -> int:
     parser.add_argument("--cluster-dir", required=True)
     parser.add_argument("--cluster-name", required=True)
     parser.add_argument("--kwokctl", default=os.environ.get("KEEPALIVE_KWOKCTL", "kwokctl"))
+    parser.add_argument("--once", action="store_true",
+                        help="restart what is dead now, then exit (cluster-up.sh on a running lab)")
     args = parser.parse_args()
     cluster_dir = Path(args.cluster_dir)
+    if args.once:
+        dead = dead_components(cluster_dir)
+        if not dead:
+            return 0
+        log(f"exited: {', '.join(dead)}; restarting with kwokctl start cluster")
+        forget(cluster_dir, dead)
+        return 0 if restart(args.kwokctl, args.cluster_name) else 1
     failures = 0
     log(f"watching {cluster_dir / 'pids'}")
     while True:
@@ -75,6 +97,7 @@ def main() -> int:
             failures = 0
             continue
         log(f"exited: {', '.join(dead)}; restarting with kwokctl start cluster")
+        forget(cluster_dir, dead)
         ok = restart(args.kwokctl, args.cluster_name)
         still = dead_components(cluster_dir)
         if ok and not still:

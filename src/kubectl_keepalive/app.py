@@ -9,23 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from kubectl_keepalive import (
-    discovery,
-    drainplan,
-    envoy_dump,
-    envoyfilter,
-    inflight,
-    labelselector,
-    own_selector,
-    rollout,
-    sockets,
-    sockopts,
-)
-from kubectl_keepalive.cluster import Cluster
+from kubectl_keepalive import envoy_dump, envoyfilter, sockopts
 from kubectl_keepalive.errors import (
     ClusterError,
     ForbiddenError,
@@ -33,6 +20,11 @@ from kubectl_keepalive.errors import (
     UsageError,
 )
 from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
+
+# Imported where used: `status --from-file` needs none of these (start-up time).
+if TYPE_CHECKING:
+    from kubectl_keepalive import drainplan, inflight, sockets
+    from kubectl_keepalive.cluster import Cluster
 
 ADMIN_LISTENERS_PATH = "config_dump?resource=dynamic_listeners"
 BOOTSTRAP_PORTS = frozenset({15000, 15021, 15090})  # admin, health, prometheus: never patched
@@ -96,6 +88,8 @@ class StatusReport:
 
 
 def discover(cluster: Cluster, scope: Scope) -> list[Gateway]:
+    from kubectl_keepalive import discovery
+
     pods: list[Pod] = []
     for selector in discovery.selectors_to_list(scope.selector):
         pods.extend(cluster.list_pods(scope.namespace, selector))
@@ -112,6 +106,10 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
     With `with_sockets`, also the kernel's view: `ss` in the proxy container counts established
     connections per port and those with keepalive timers (what the options really did).
     """
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubectl_keepalive import sockets
 
     def one(pod: Pod) -> PodListeners:
         try:
@@ -146,6 +144,8 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
 def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
     """Stat prefixes per port; a dump that parsed as listeners but not here only costs the
     in-flight split (every connection then counts as in flight)."""
+    from kubectl_keepalive import inflight
+
     try:
         return inflight.listener_prefixes(body)
     except (ValueError, TypeError, AttributeError):
@@ -153,6 +153,8 @@ def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
 
 
 def status(cluster: Cluster, scope: Scope, with_sockets: bool = False) -> StatusReport:
+    from kubectl_keepalive import discovery
+
     gateways = discover(cluster, scope)
     if not gateways:
         return StatusReport(())
@@ -186,12 +188,16 @@ def status(cluster: Cluster, scope: Scope, with_sockets: bool = False) -> Status
 
 
 def _unread_note(gateway: Gateway, pod: Pod) -> str:
+    from kubectl_keepalive import discovery
+
     if gateway.proxy == discovery.AGENTGATEWAY:
         return AGENTGATEWAY_NOTE
     return f"pod is {pod.phase}"
 
 
 def _label(gateway: Gateway) -> str:
+    from kubectl_keepalive import discovery
+
     kind = "waypoint" if gateway.role == discovery.WAYPOINT else f"{gateway.role} gateway"
     return f"{kind} {gateway.namespace}/{gateway.name}"
 
@@ -320,6 +326,8 @@ class Plan:
 def _starting(gw: GatewayStatus) -> bool:
     """Every pod of the gateway is not ready yet or did not answer: proxies still starting.
     A refusal (RBAC) or an unreadable dump is final and is reported at once."""
+    from kubectl_keepalive import discovery
+
     def starting(p: PodListeners) -> bool:
         if p.error:
             return p.transient
@@ -347,6 +355,8 @@ def plan_enable(
     cluster: Cluster, scope: Scope, settings: KeepaliveSettings, ports: list[int] | None,
     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
 ) -> Plan:
+    from kubectl_keepalive import own_selector
+
     report = status_for_plan(cluster, scope, clock, sleep)
     acted, notices = _acted_on(report, scope)
     plans = []
@@ -403,6 +413,8 @@ def plan_disable(cluster: Cluster, scope: Scope,
 
 
 def _drain_targets(gw: GatewayStatus) -> tuple[drainplan.Target, ...]:
+    from kubectl_keepalive import drainplan
+
     return tuple(drainplan.Target(p.pod, p.stat_prefixes) for p in gw.pods
                  if p.pod is not None and not p.error and p.listeners)
 
@@ -414,6 +426,8 @@ def drain_ports(gp: GatewayPlan) -> list[int]:
 
 def _with_drain(cluster: Cluster, scope: Scope, plan: Plan) -> Plan:
     """Before asking: what is in flight on the ports to change, and when it will be cut."""
+    from kubectl_keepalive import drainplan
+
     meshes = drainplan.MeshConfigs(cluster, scope.root_namespace)
     gateways = []
     for gp in plan.gateways:
@@ -443,6 +457,8 @@ def _acted_on(report: StatusReport, scope: Scope) -> tuple[list[GatewayStatus], 
     aloud, since rolling an egress or east-west gateway disrupts traffic nobody else asked
     about. agentgateway never: no EnvoyFilter reaches it.
     """
+    from kubectl_keepalive import discovery
+
     acted: list[GatewayStatus] = []
     notices: list[str] = []
     skipped: list[Gateway] = []
@@ -476,6 +492,8 @@ def _acted_on(report: StatusReport, scope: Scope) -> tuple[list[GatewayStatus], 
 
 
 def require_gateways_found(scope: Scope, skipped: Iterable[Gateway] = ()) -> NoReturn:
+    from kubectl_keepalive import discovery
+
     where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
     how = f"matching -l {scope.selector}" if scope.selector else "(pods labelled `istio` or "
     how += "" if scope.selector else "`gateway.networking.k8s.io/gateway-name`)"
@@ -492,6 +510,8 @@ def require_gateways_found(scope: Scope, skipped: Iterable[Gateway] = ()) -> NoR
 
 def _rollout_incomplete(cluster: Cluster, gateway: Gateway) -> str | None:
     """A re-run after a stuck rollout must wait for it even when nothing is left to write."""
+    from kubectl_keepalive import rollout
+
     if gateway.deployment is None:
         return None
     try:
@@ -508,6 +528,8 @@ def _unreadable(gw: GatewayStatus) -> tuple[str, ...]:
 
 def _base_selector(gateway: Gateway, scope: Scope) -> dict[str, str]:
     """With an equality-only -l, those labels (as offline does); else the Deployment's."""
+    from kubectl_keepalive import labelselector
+
     labels = labelselector.equality_labels(scope.selector) if scope.selector else None
     selector = labels or gateway.selector
     if not selector:
@@ -523,6 +545,8 @@ def _with_user_selector(gateway: Gateway, scope: Scope,
     """The gateway with the selector its filter gets: the base one, narrowed until it matches
     no other proxy's pods in the gateway's namespace (where the filter lives), or refused;
     and the other gateways the base one matched."""
+    from kubectl_keepalive import own_selector
+
     base = _base_selector(gateway, scope)
     # Listed by the selector itself: pods it matches need not carry the well-known labels.
     pods = cluster.list_pods(gateway.namespace, own_selector.selector_text(base))
@@ -545,7 +569,8 @@ def _targets(gw: GatewayStatus, ports: list[int] | None) -> list[envoyfilter.Por
     if ports is None:
         if not tcp:
             readable = [p for p in gw.pods if not p.error]
-            why = "no TCP listener found live" if readable else "no pod's listeners could be read"
+            why = ("no TCP listener found live" if readable else "no pod's listeners could be "
+                   "read (" + "; ".join(_unreadable(gw)) + ")")
             raise ClusterError(
                 f"gateway {gw.gateway.namespace}/{gw.gateway.name}: {why}; pass --port"
             )

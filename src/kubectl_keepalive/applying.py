@@ -10,7 +10,7 @@ import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubectl_keepalive import drainplan, envoyfilter, rollout, sockopts
 from kubectl_keepalive.app import (
@@ -27,26 +27,89 @@ from kubectl_keepalive.app import (
     read_pods,
 )
 from kubectl_keepalive.cluster import Cluster
-from kubectl_keepalive.errors import ClusterError, ConflictError, KeepaliveError
+from kubectl_keepalive.errors import (
+    ClusterError,
+    ConflictError,
+    KeepaliveError,
+    UnavailableError,
+    VerificationError,
+)
 from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
+
+T = TypeVar("T")
+
+
+@dataclass
+class Step:
+    """One step the plan needs for a gateway, in the words for each outcome."""
+
+    done_as: str  # "deployment ns/gw restarted"
+    missing_as: str  # "deployment ns/gw not restarted"
+    done: bool = False
+
+
+@dataclass
+class GatewayAccount:
+    """One gateway's steps in order, and its pods as verification left them."""
+
+    gateway: str  # namespace/name
+    steps: list[Step] = field(default_factory=list)
+    verified_pods: list[str] = field(default_factory=list)
+    unverified_pods: list[str] = field(default_factory=list)  # why: in the error itself
+    verify: Step | None = None  # the last step; its pods say more than "not verified"
+
+    def need(self, done_as: str, missing_as: str) -> Step:
+        step = Step(done_as, missing_as)
+        self.steps.append(step)
+        return step
+
+    def done(self) -> list[str]:
+        out = [s.done_as for s in self.steps if s.done]
+        if self.verified_pods and self.unverified_pods:  # all verified is a step of its own
+            out.append(f"pod(s) {', '.join(self.verified_pods)} of gateway {self.gateway} "
+                       "verified")
+        return out
+
+    def missing(self) -> list[str]:
+        out = [s.missing_as for s in self.steps if not s.done and s is not self.verify]
+        if self.verify is not None and not self.verify.done:
+            out.append(f"pod(s) {', '.join(self.unverified_pods)} of gateway {self.gateway} "
+                       "not verified" if self.unverified_pods else self.verify.missing_as)
+        return out
 
 
 @dataclass
 class ApplyResult:
-    """What was done, gateway by gateway, in words that say exactly what changed."""
+    """What was done, gateway by gateway: `done` and `verified` in words for the output, and
+    `gateways` step by step, so a failure halfway can say exactly what was and was not done."""
 
     done: list[str] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    gateways: list[GatewayAccount] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)  # gateways no step was tried for
+
+    def mark(self, step: Step) -> None:
+        step.done = True
+        self.done.append(step.done_as)
+
+    def account(self) -> tuple[list[str], list[str]]:
+        """(what was done, what was not), in the gateways' order."""
+        done = [line for g in self.gateways for line in g.done()]
+        missing = [line for g in self.gateways for line in g.missing()]
+        missing += [f"gateway {label}: nothing done" for label in self.not_started]
+        return done, missing
 
 
 class PartialFailure(KeepaliveError):
     """Some steps succeeded before one failed; the message lists both, and a re-run finishes."""
 
     def __init__(self, cause: KeepaliveError, result: ApplyResult) -> None:
-        done = "; ".join(result.done) or "nothing"
-        super().__init__(f"{cause} (already done: {done}; re-run the same command to finish)")
+        done, missing = result.account()
+        super().__init__(f"{cause} (already done: {'; '.join(done) or 'nothing'}; not done: "
+                         f"{'; '.join(missing) or 'nothing'}; re-run the same command to finish)")
         self.exit_code = cause.exit_code
+        self.result = result
 
 
 def check_foreign(plan: Plan, force: bool) -> None:
@@ -79,12 +142,15 @@ def apply(
     result = ApplyResult()
     run = _Run(cluster, plan, scope, clock() + timeout, report, clock, sleep)
     try:
-        for gp in plan.gateways:
+        for index, gp in enumerate(plan.gateways):
+            result.not_started = [_label(g.gateway) for g in plan.gateways[index + 1:]
+                                  if g.changes or g.writes]
             _apply_one(run, gp, restart, now, dry_run, result)
     except KeepaliveError as exc:
         if result.done:
             raise PartialFailure(exc, result) from None
         raise
+    result.not_started = []
     return result
 
 
@@ -103,10 +169,26 @@ class _Run:
     def left(self) -> float:
         return max(0.0, self.deadline - self.clock())
 
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
+        """call(), asked again while the API server does not answer and the deadline allows
+        (a restarting or overloaded API server comes back); any other error ends it at once."""
+        while True:
+            try:
+                return call()
+            except UnavailableError as exc:
+                if not self.left():
+                    raise UnavailableError(
+                        f"the API server did not answer within the timeout while {what}: "
+                        f"{exc}") from None
+                self.report(f"the API server is not answering ({exc}); asking again until "
+                            "the timeout")
+                self.sleep(min(2.0, self.left()))
+
     def read(self, gw: Gateway) -> tuple[tuple[Pod, ...], dict[str, PodListeners]]:
         """The gateway's current pods, found afresh (a rollout replaces them), and their reads."""
-        fresh = [g for g in discover(self.cluster, _scope_for(gw, self.scope))
-                 if g.name == gw.name]
+        found = self.retrying(f"listing the pods of gateway {_label(gw)}",
+                              lambda: discover(self.cluster, _scope_for(gw, self.scope)))
+        fresh = [g for g in found if g.name == gw.name]
         pods = fresh[0].pods if fresh else ()
         return pods, read_pods(self.cluster, pods, self.scope)
 
@@ -131,32 +213,49 @@ def _apply_one(
             f"{gw.namespace}` first, or pass --no-restart"
         )
     suffix = " (server dry run)" if dry_run else ""
+    account = GatewayAccount(label)
+    result.gateways.append(account)
+    written: Step | None = None
+    if gp.action in ("create", "update", "delete"):
+        source = gp.wanted if gp.action != "delete" else gp.current
+        what = f"envoyfilter {gw.namespace}/{_name(source or {})}"
+        past = {"create": "created", "update": "updated", "delete": "deleted"}[gp.action]
+        written = account.need(f"{what} {past}{suffix}", f"{what} not {past}")
+    rolls = not dry_run and bool(gp.changes) and restart and deployment is not None
+    restarted = (account.need(f"deployment {label} restarted", f"deployment {label} not restarted")
+                 if rolls and gp.needs_restart else None)
+    rolled = (account.need(f"deployment {label} rolled out",
+                           f"rollout of deployment {label} not completed") if rolls else None)
     if gp.action == "create" and gp.wanted is not None:
         _create_or_update(cluster, gp.wanted, dry_run)
-        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.wanted)} created{suffix}")
     elif gp.action == "update" and gp.wanted is not None and gp.current is not None:
         _update(cluster, gp.current, gp.wanted, dry_run)
-        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.wanted)} updated{suffix}")
     elif gp.action == "delete" and gp.current is not None:
         version = str((gp.current.get("metadata") or {}).get("resourceVersion", ""))
         cluster.delete_envoyfilter(gw.namespace, _name(gp.current), version, dry_run)
-        result.done.append(f"envoyfilter {gw.namespace}/{_name(gp.current)} deleted{suffix}")
+    if written is not None:
+        result.mark(written)
     if dry_run:
         return
     if not gp.changes:
         result.verified.append(f"gateway {label}: already {describe_settings(plan.settings)}")
         return
-    if restart and deployment is not None:
-        if gp.needs_restart:
+    verified = account.need(f"gateway {label} verified", f"gateway {label} not verified")
+    account.verify = verified
+    if rolled is not None and deployment is not None:
+        if restarted is not None:
             if _await_push(run, gp):
                 run.report(
                     f"gateway {label}: istiod's push already made the change live on every "
                     "pod (Envoy replaced the listeners in place; what was open on the old ones "
                     "closes when their drain time runs out), so this rollout only ends "
                     "connections accepted before the change: --no-restart skips it")
-            cluster.restart_deployment(gw.namespace, gw.name, rollout.restarted_at(now()),
-                                       False)
-            result.done.append(f"deployment {label} restarted")
+            # One timestamp for every attempt: a patch that went through but whose answer was
+            # lost, sent again, changes nothing and starts no second rollout.
+            at = rollout.restarted_at(now())
+            run.retrying(f"restarting deployment {label}",
+                         lambda: cluster.restart_deployment(gw.namespace, gw.name, at, False))
+            result.mark(restarted)
         rollout.wait(
             gw.name,
             lambda: cluster.rollout_state(gw.namespace, gw.name),
@@ -165,8 +264,9 @@ def _apply_one(
             run.sleep,
             run.report,
         )
-        result.done.append(f"deployment {label} rolled out")
-    _verify(run, gp, result)
+        result.mark(rolled)
+    _verify(run, gp, result, account)
+    verified.done = True
 
 
 def _create_or_update(cluster: Cluster, wanted: dict[str, Any], dry_run: bool) -> None:
@@ -209,10 +309,9 @@ def _ns(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("namespace", ""))
 
 
-def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult) -> None:
-    """Re-read every current pod until each shows the wanted state on every port, or time out."""
-    from kubectl_keepalive.errors import VerificationError
-
+def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult, account: GatewayAccount) -> None:
+    """Re-read every current pod until each shows the wanted state on every port, or time out;
+    the account keeps which pods were verified and which not (and why)."""
     plan = run.plan
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
@@ -226,14 +325,21 @@ def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult) -> None:
     while True:
         pods, reads = run.read(gw)
         pending: list[str] = []
+        account.verified_pods, account.unverified_pods = [], []
         for pod in pods:
             got = reads.get(f"{pod.namespace}/{pod.name}")
             if got is None or got.error:
-                pending.append(f"{pod.name}: {got.error if got else 'pod is ' + pod.phase}")
-                continue
-            for port in ports:
-                pending.extend(_port_problem(got, port, plan.settings))
+                why = [f"{pod.name}: {got.error if got else 'pod is ' + pod.phase}"]
+            else:
+                why = [problem for port in ports
+                       for problem in _port_problem(got, port, plan.settings)]
+            pending.extend(why)
+            if why:
+                account.unverified_pods.append(pod.name)
+            else:
+                account.verified_pods.append(pod.name)
         if pods and not pending:
+            account.unverified_pods = []
             what = describe_settings(plan.settings)
             result.verified.append(
                 f"gateway {label}: {what} on port(s) {', '.join(map(str, ports))} of "
@@ -250,6 +356,10 @@ def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult) -> None:
         run.sleep(min(2.0, run.left()))
 
 
+def _label(gw: Gateway) -> str:
+    return f"{gw.namespace}/{gw.name}"
+
+
 def _await_push(run: _Run, gp: GatewayPlan) -> bool:
     """Before a restart, wait until istiod has pushed the filter change to the running pods;
     True when the pushed listeners are already the active ones on every pod read (Envoy >= 1.25
@@ -263,8 +373,6 @@ def _await_push(run: _Run, gp: GatewayPlan) -> bool:
     not answer yet is (verification covers the new pods after the restart either way). Ports
     where a foreign filter keeps keepalive on after a disable are not waited for.
     """
-    from kubectl_keepalive.errors import VerificationError
-
     gw = gp.gateway
     label = f"{gw.namespace}/{gw.name}"
     ports, _kept = _ports_of(gp)
@@ -274,10 +382,11 @@ def _await_push(run: _Run, gp: GatewayPlan) -> bool:
         _pods, reads = run.read(gw)
         waited = [got for got in reads.values() if got.pod and got.pod.name not in skipped]
         readable = [got for got in waited if not got.error]
-        pending = [f"{got.pod.name}: {got.error}" for got in waited
-                   if got.pod and got.error and got.transient]
-        pending += [problem for got in readable for port in ports
-                    if (problem := _not_pushed(got, port, run.plan.settings))]
+        unanswered = [f"{got.pod.name}: {got.error}" for got in waited
+                      if got.pod and got.error and got.transient]
+        not_pushed = [problem for got in readable for port in ports
+                      if (problem := _not_pushed(got, port, run.plan.settings))]
+        pending = unanswered + not_pushed
         if gp.wanted is not None and readable:
             # A port no pod listens on cannot take the options, before or after a restart.
             missing = [p for p in ports if not any(_tcp_listeners(got, p) for got in readable)]
@@ -293,6 +402,14 @@ def _await_push(run: _Run, gp: GatewayPlan) -> bool:
                 for got in readable for port in ports)
             return live and drainplan.replaces_in_place(
                 run.cluster, [got.pod for got in readable if got.pod], run.scope.pod_timeout)
+        if not run.left() and not not_pushed:
+            # Pods whose Envoy does not answer: istiod may well have pushed; name them.
+            names = ", ".join(entry.split(":", 1)[0] for entry in unanswered)
+            raise VerificationError(
+                f"gateway {label}: the Envoy admin of pod(s) {names} did not answer within "
+                f"the timeout ({run.scope.pod_timeout:.0f}s per read), so deployment {label} "
+                f"was not restarted ({'; '.join(unanswered)})"
+            )
         if not run.left():
             revisions = ", ".join(sorted(envoyfilter.serving_revisions(gw)))
             raise VerificationError(

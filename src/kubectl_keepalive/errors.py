@@ -32,6 +32,11 @@ class ClusterError(KeepaliveError):
     exit_code = EXIT_CLUSTER
 
 
+class UnavailableError(ClusterError):
+    """The API server did not answer (timeout, refused or reset connection) or said it cannot
+    now (5xx, 429): worth asking again while a wait still has time, unlike a refusal."""
+
+
 class ForbiddenError(ClusterError):
     """RBAC refused a request; the message names the verb and resource."""
 

@@ -28,7 +28,12 @@ from kubectl_keepalive.cluster import (
     Condition,
     RolloutState,
 )
-from kubectl_keepalive.errors import ClusterError, ForbiddenError, KeepaliveError
+from kubectl_keepalive.errors import (
+    ClusterError,
+    ForbiddenError,
+    KeepaliveError,
+    UnavailableError,
+)
 from kubectl_keepalive.kubeconfig import ResolvedConfig, resolve
 from kubectl_keepalive.model import Deployment, Pod
 from kubectl_keepalive.transport import HandshakeError, Transport
@@ -126,6 +131,8 @@ class KubeCluster:
             )
         if status == 409 and verb == "create":
             return AlreadyExists(namespace or "", resource)
+        if status == 429 or status >= 500:  # overloaded or restarting: asking again may work
+            return UnavailableError(f"{verb} {resource} {where} failed: {status} {reason}")
         return ClusterError(f"{verb} {resource} {where} failed: {status} {reason}")
 
     @staticmethod

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubectl_keepalive.cluster import RolloutState
-from kubectl_keepalive.errors import ClusterError
+from kubectl_keepalive.errors import ClusterError, UnavailableError
 
 
 class RolloutFailed(ClusterError):
@@ -68,11 +68,25 @@ def wait(
     report: Callable[[str], None],
     interval: float = 1.0,
 ) -> None:
-    """Poll until done; report each new message; RolloutFailed with the last one on timeout."""
+    """Poll until done; report each new message; RolloutFailed with the last one on timeout.
+
+    An API server that does not answer (UnavailableError) is asked again until the timeout, as
+    the rollout goes on without us; anything else it says (403, 404, a paused Deployment) ends
+    the wait at once.
+    """
     deadline = clock() + timeout
     last = ""
     while True:
-        current = progress(name, read())
+        try:
+            state = read()
+            if state.paused:  # someone paused it meanwhile: it will not finish by itself
+                raise RolloutFailed(
+                    f'deployment "{name}" was paused during the rollout: `kubectl rollout '
+                    f'resume deployment/{name}`, then re-run')
+            current = progress(name, state)
+        except UnavailableError as exc:
+            current = Progress(False, f"the API server is not answering ({exc}); asking again "
+                                      "until the timeout")
         if current.message != last:
             report(current.message)
             last = current.message

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubectl_keepalive.connection import Connection, ssl_context
 from kubectl_keepalive.credentials import Auth
-from kubectl_keepalive.errors import ClusterError, UsageError
+from kubectl_keepalive.errors import ClusterError, UnavailableError, UsageError
 
 if TYPE_CHECKING:
     import ssl
@@ -118,8 +118,11 @@ class Transport:
             response = pool.request(method, self.url(path, query), body=body, headers=headers,
                                     timeout=timeout, retries=False)
         except urllib3.exceptions.HTTPError as exc:
-            raise ClusterError(f"cannot reach the API server at {self.describe()}: "
-                               f"{_reason(exc)}") from None
+            # No answer (timeout, refused, reset) may pass by itself; a TLS failure will not.
+            tls = isinstance(exc, urllib3.exceptions.SSLError)
+            kind = ClusterError if tls else UnavailableError
+            raise kind(f"cannot reach the API server at {self.describe()}: "
+                       f"{_reason(exc)}") from None
         return int(response.status), bytes(response.data)
 
     # -- websockets --------------------------------------------------------------------------

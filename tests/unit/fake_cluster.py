@@ -18,7 +18,7 @@ from typing import Any
 
 from kubectl_keepalive import labelselector
 from kubectl_keepalive.cluster import AdminRead, Condition, RolloutState
-from kubectl_keepalive.errors import ClusterError, ForbiddenError
+from kubectl_keepalive.errors import ClusterError, ForbiddenError, UnavailableError
 from kubectl_keepalive.kube import AlreadyExists
 from kubectl_keepalive.model import Deployment, Pod
 
@@ -76,6 +76,13 @@ class FakeCluster:
         self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
         self.forbid_configmaps = False
         self.envoy_version = "1.40.0"  # what /server_info says
+        # verb -> how many more calls of it fail as an API server that does not answer would.
+        self.unavailable: dict[str, int] = {}
+
+    def _answer(self, verb: str) -> None:
+        if self.unavailable.get(verb, 0) > 0:
+            self.unavailable[verb] -= 1
+            raise UnavailableError(f"cannot reach the API server: {verb}: connection refused")
 
     # -- pods --------------------------------------------------------------------------------
 
@@ -89,6 +96,7 @@ class FakeCluster:
         ]
 
     def list_pods(self, namespace: str | None, selector: str) -> list[Pod]:
+        self._answer("list_pods")
         pods = []
         for gw in self.gateways:
             if namespace and gw.namespace != namespace:
@@ -110,6 +118,7 @@ class FakeCluster:
         return next(g for g in self.gateways if (g.namespace, g.name) == (namespace, name))
 
     def rollout_state(self, namespace: str, name: str) -> RolloutState:
+        self._answer("rollout_state")
         gw = self._gateway(namespace, name)
         key = f"{namespace}/{name}"
         self._rollout_reads[key] = self._rollout_reads.get(key, 0) + 1
@@ -119,6 +128,7 @@ class FakeCluster:
                             (Condition("Progressing", "True", "NewReplicaSetAvailable"),))
 
     def restart_deployment(self, namespace: str, name: str, at: str, dry_run: bool) -> None:
+        self._answer("restart_deployment")
         self.writes.append(("restart", f"{namespace}/{name}", at))
         self.pushed_at_restart.append(self._istiod_view == self.filters)
         if dry_run:

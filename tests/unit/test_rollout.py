@@ -69,3 +69,36 @@ def test_restarted_at_is_rfc3339_with_offset() -> None:
     stamp = rollout.restarted_at(datetime.datetime(2026, 1, 2, 3, 4, 5,
                                                    tzinfo=datetime.timezone.utc))
     assert datetime.datetime.fromisoformat(stamp).utcoffset() is not None
+
+
+def test_wait_asks_again_while_the_api_server_does_not_answer() -> None:
+    from kubectl_keepalive.errors import UnavailableError
+
+    answers: list[RolloutState | None] = [None, None, state(available_replicas=1), state()]
+    clock, seen = Clock(), []
+
+    def read() -> RolloutState:
+        got = answers.pop(0)
+        if got is None:
+            raise UnavailableError("cannot reach the API server: connection refused")
+        return got
+
+    rollout.wait("gw", read, 60, clock, clock.sleep, seen.append)
+    assert seen[0].startswith("the API server is not answering") and "refused" in seen[0]
+    assert seen[-1].endswith("successfully rolled out") and answers == []
+
+
+def test_wait_stops_at_once_on_a_paused_deployment_or_a_refusal() -> None:
+    from kubectl_keepalive.errors import ForbiddenError
+
+    clock = Clock()
+    paused = RolloutState(2, 2, 1, 1, 0, 0, paused=True)
+    with pytest.raises(rollout.RolloutFailed, match="was paused during the rollout"):
+        rollout.wait("gw", lambda: paused, 60, clock, clock.sleep, lambda _: None)
+
+    def refuse() -> RolloutState:
+        raise ForbiddenError("forbidden (403): cannot get deployments.apps")
+
+    with pytest.raises(ForbiddenError):
+        rollout.wait("gw", refuse, 60, clock, clock.sleep, lambda _: None)
+    assert clock.now == 0.0

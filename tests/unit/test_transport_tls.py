@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_keepalive.errors import ClusterError
+from kubectl_keepalive.errors import ClusterError, UnavailableError
 from kubectl_keepalive.kube import KubeCluster
 from kubectl_keepalive.kubeconfig import ConnectionFlags, resolve
 
@@ -115,8 +115,10 @@ def test_ca_client_cert_sni_and_impersonation(tmp_path: Path, pki: Path, server:
 def test_wrong_server_name_fails_and_insecure_skips_verification(
         tmp_path: Path, pki: Path, server: int) -> None:
     cluster = {"certificate-authority-data": b64(pki / "ca.crt")}
-    with pytest.raises(ClusterError, match="cannot reach the API server"):
+    with pytest.raises(ClusterError, match="cannot reach the API server") as refused:
         kube(tmp_path, pki, server, cluster, {}).list_services("x")  # cert is for kube.test
+    # Asking again cannot fix a certificate: not an outage that waits retry.
+    assert not isinstance(refused.value, UnavailableError)
     insecure = kube(tmp_path, pki, server, {}, {"token": "t"},
                     ConnectionFlags(insecure_skip_tls_verify=True))
     assert insecure.list_services("x") == []
@@ -132,6 +134,6 @@ def test_request_timeout_applies_to_rest(tmp_path: Path, pki: Path, server: int)
     k = kube(tmp_path, pki, server, {"insecure-skip-tls-verify": True}, {"token": "t"},
              ConnectionFlags(request_timeout=0.5))
     started = time.monotonic()
-    with pytest.raises(ClusterError, match="cannot reach the API server"):
+    with pytest.raises(UnavailableError, match="cannot reach the API server"):
         k.list_services("slow")
     assert time.monotonic() - started < 2.5
