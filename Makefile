@@ -6,13 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint unit test demo dist bench bench-fleet cluster-up cluster-down clean
+.PHONY: help venv lint unit test demo dist bench bench-fleet bench-startup cluster-up cluster-down clean
 
 help:
 	@echo "make demo   the incident replayed on the lab: a long request cut, enable, saved"
 	@echo "make test   install what the tests need, then lint and run every test tier"
 	@echo "make unit   the pure tier only (fast, no real components)"
-	@echo "make bench  run the benchmarks and print their tables"
+	@echo "make bench  run the benchmarks and print their tables (bench-fleet, bench-startup: lab)"
 	@echo "make dist   the krew archive dist/kubectl-keepalive.tar.gz, plugin.yaml, krew-manifest.yaml"
 	@echo "make cluster-up / cluster-down   the lab Kubernetes cluster (prints its kubeconfig)"
 
@@ -55,9 +55,18 @@ cluster-up: venv
 cluster-down:
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash lab/cluster-down.sh
 
+# The lab is one per machine: the lab benchmarks hold its lock while they use it.
+LAB_LOCK ?= /tmp/lab.lock
+LAB_RUN := flock $(LAB_LOCK) env PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash -c
+
 bench-fleet: venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/fleet.py \
-	  "$$(PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash lab/cluster-up.sh)"
+	$(LAB_RUN) '$(PY) benchmarks/fleet.py "$$(bash lab/cluster-up.sh)"'
+
+# Start-up under each python3 (pyenv's 3.9 to 3.13 and the system's), pip and krew, with the
+# one-pod rows against istioctl on the lab.
+bench-startup: venv
+	$(LAB_RUN) '$(PY) benchmarks/startup.py --kubeconfig "$$(bash lab/cluster-up.sh)"'
+	$(LAB_RUN) '$(PY) benchmarks/krew_startup.py --kubeconfig "$$(bash lab/cluster-up.sh)"'
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

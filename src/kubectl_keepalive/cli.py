@@ -312,7 +312,7 @@ def _internal_error(err: IO[str], what: str, exc: BaseException, verbose: int) -
         import traceback
 
         try:
-            err.write("".join(traceback.format_exception(exc)))
+            err.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         except RecursionError:  # a traceback too deep to format: the line above says it all
             err.write("(the traceback is too deep to print)\n")
     return EXIT_INTERNAL
@@ -338,10 +338,9 @@ def main(
             out.write(completion.render(*completion.complete(list(argv[1:]), build_parser())))
             return EXIT_OK
         parsed = build_parser().parse_args(normalize_argv(argv))
-        if parsed.command is None:  # usage on stderr: stdout stays for data, as with errors
-            build_parser().print_help(err)
+        if parsed.command is None:  # one line, as every usage error: --help has the rest
             raise UsageError("a command is required (status, diff, enable, disable, doctor, "
-                             "rbac, version, completion)")
+                             "rbac, version, completion); see `kubectl keepalive --help`")
         from kubectl_keepalive import commands, validation
 
         what = f"checking the flags of `{parsed.command}`"
@@ -374,7 +373,26 @@ def entry_point() -> None:
         # what is still buffered does not print "Exception ignored ... BrokenPipeError".
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown of every module (about 15 ms of a 150 ms
+    one-pod `status`): output flushed and atexit handlers run first. Only when no other
+    non-daemon thread still runs; otherwise the normal way, which waits for it."""
+    threading = sys.modules.get("threading")
+    if threading is not None and any(
+            t is not threading.main_thread() and not t.daemon and t.is_alive()
+            for t in threading.enumerate()):
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+    import atexit
+
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 __all__ = ["EXIT_CHANGES", "build_parser", "entry_point", "main"]

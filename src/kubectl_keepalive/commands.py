@@ -10,33 +10,32 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from kubectl_keepalive import (
-    __version__,
-    app,
-    applying,
-    drainplan,
-    durations,
-    envoyfilter,
-    labelselector,
-    render,
-)
+from kubectl_keepalive import __version__, durations
 from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageError
-from kubectl_keepalive.model import Gateway, KeepaliveSettings
+
+# The use cases are imported by the commands that run them: `version` and `completion` start
+# without loading them (start-up time, see benchmarks/startup.py).
+if TYPE_CHECKING:
+    from kubectl_keepalive import app, drainplan
+    from kubectl_keepalive.model import KeepaliveSettings
 
 EXIT_ABORTED = 1
 
 
-@dataclass
 class Context:
-    args: argparse.Namespace
-    out: IO[str]
-    err: IO[str]
-    env: Mapping[str, str]
-    kube_factory: Callable[[Any], Any] | None
-    stdin: IO[str] | None  # None when the process started with stdin closed
+    """What a command gets. A plain class: `dataclasses` alone costs `version` milliseconds."""
+
+    def __init__(self, args: argparse.Namespace, out: IO[str], err: IO[str],
+                 env: Mapping[str, str], kube_factory: Callable[[Any], Any] | None,
+                 stdin: IO[str] | None) -> None:
+        self.args = args
+        self.out = out
+        self.err = err
+        self.env = env
+        self.kube_factory = kube_factory
+        self.stdin = stdin  # None when the process started with stdin closed
 
     def note(self, text: str) -> None:
         self.err.write(text + "\n")
@@ -75,6 +74,9 @@ def run(ctx: Context) -> int:
 
 def settings_from(args: argparse.Namespace) -> KeepaliveSettings:
     """The settings the flags give, defaults for the rest (values already checked)."""
+    from kubectl_keepalive import app
+    from kubectl_keepalive.model import KeepaliveSettings
+
     default = app.DEFAULT_SETTINGS
     idle = default.idle if args.idle is None else durations.parse_duration(args.idle, "--idle")
     interval = (default.interval if args.interval is None
@@ -117,6 +119,8 @@ def _get(args: argparse.Namespace, name: str, default: Any = None) -> Any:
 
 
 def scope_from(ctx: Context, resolved_namespace: str | None) -> app.Scope:
+    from kubectl_keepalive import app
+
     args = ctx.args
     return app.Scope(
         namespace=resolved_namespace,
@@ -150,6 +154,8 @@ def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]
 
 
 def cmd_status(ctx: Context) -> int:
+    from kubectl_keepalive import app, render
+
     args = ctx.args
     if args.from_file:
         if args.all_namespaces or args.sockets:
@@ -181,6 +187,8 @@ def cmd_status(ctx: Context) -> int:
 
 
 def _print_status(ctx: Context, report: app.StatusReport) -> None:
+    from kubectl_keepalive import render
+
     output = ctx.args.output
     if output == "json":
         ctx.out.write(render.to_json(render.status_document(report)))
@@ -212,6 +220,8 @@ def _read_input(path: str, ctx: Context) -> str:
 
 
 def cmd_diff(ctx: Context) -> int:
+    from kubectl_keepalive import app, render
+
     args = ctx.args
     if args.disable:
         cluster, scope = connect(ctx)
@@ -232,6 +242,8 @@ def cmd_diff(ctx: Context) -> int:
 
 
 def cmd_enable(ctx: Context) -> int:
+    from kubectl_keepalive import app, applying
+
     args = ctx.args
     ports = ports_from(args)
     timeout = timeout_from(args)
@@ -267,7 +279,7 @@ def _recommended(ctx: Context, cluster: Any, scope: app.Scope,
 
 
 def cmd_doctor(ctx: Context) -> int:
-    from kubectl_keepalive import diagnose
+    from kubectl_keepalive import app, diagnose, render
     from kubectl_keepalive.doctor import analysis
     from kubectl_keepalive.doctor import render as doctor_render
 
@@ -313,6 +325,8 @@ def _doctor_document(result: Any, doctor_render: Any) -> list[dict[str, Any]]:
 
 
 def cmd_disable(ctx: Context) -> int:
+    from kubectl_keepalive import app
+
     args = ctx.args
     timeout = timeout_from(args)
     when_quiet_from(args)
@@ -330,6 +344,8 @@ def _notices(ctx: Context, plan: app.Plan) -> None:
 
 def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
                timeout: int) -> int:
+    from kubectl_keepalive import applying, drainplan, render
+
     args = ctx.args
     # The YAML diff is `diff`'s job; here it only shows with -v.
     verbose = (_get(args, "verbose") or 0) >= 1
@@ -378,11 +394,15 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
 
 
 def _quiet_targets(plan: app.Plan) -> list[tuple[drainplan.Target, list[int]]]:
+    from kubectl_keepalive import app
+
     return [(target, app.drain_ports(gp)) for gp in plan.gateways if gp.changes
             for target in gp.targets if app.drain_ports(gp)]
 
 
 def _print_filters(ctx: Context, plan: app.Plan) -> None:
+    from kubectl_keepalive import render
+
     output = ctx.args.output
     docs = [gp.wanted for gp in plan.gateways if gp.wanted is not None]
     if not output or not docs:
@@ -396,6 +416,8 @@ def _print_filters(ctx: Context, plan: app.Plan) -> None:
 
 
 def _filter_name(gp: app.GatewayPlan) -> str:
+    from kubectl_keepalive import envoyfilter
+
     return envoyfilter.managed_name(gp.gateway.name)
 
 
@@ -446,6 +468,9 @@ def _offline_possible(args: argparse.Namespace, ports: list[int] | None) -> bool
 
 def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int]) -> int:
     """`--dry-run=client -n NS -l k=v --port N`: the EnvoyFilter, with no cluster at all."""
+    from kubectl_keepalive import envoyfilter, labelselector, render
+    from kubectl_keepalive.model import Gateway
+
     args = ctx.args
     labels = labelselector.equality_labels(args.selector)
     if not labels:
@@ -471,7 +496,7 @@ def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int])
 
 def cmd_rbac(ctx: Context) -> int:
     """The Roles a role needs, as YAML; contacts nothing (the table is `rbac.RULES`)."""
-    from kubectl_keepalive import rbac, validation
+    from kubectl_keepalive import app, rbac, validation
 
     args = ctx.args
     subjects = [rbac.service_account(v) for v in _get(args, "serviceaccount") or ()]

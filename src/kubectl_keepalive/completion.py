@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-import subprocess
 from collections.abc import Callable, Sequence
 
 from kubectl_keepalive.errors import UsageError
@@ -52,6 +51,8 @@ def install_completion(dest_dir: str) -> str:
 
 
 def _kubectl_names(args: list[str]) -> list[str]:
+    import subprocess  # here: printing the script must not pay for it
+
     try:
         done = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -230,11 +231,24 @@ def _timestamp(name: str, value: Any) -> float | None:
     if value in (None, ""):
         return None
     try:
-        text = str(value)
-        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z")
-                                      else text).timestamp()
+        return datetime.fromisoformat(_iso(str(value))).timestamp()
     except ValueError:
         raise ClusterError(f"{name} answered a bad expirationTimestamp {value!r}") from None
+
+
+# RFC 3339 as Go writes it (`Z`, up to nine fraction digits).
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _iso(text: str) -> str:
+    """RFC 3339 in the form `datetime.fromisoformat` reads on Python 3.9 and 3.10 too, which
+    know neither `Z` nor fractions other than 3 or 6 digits; anything else is left as it is."""
+    match = _RFC3339.fullmatch(text)
+    if not match:
+        return text
+    day, clock, fraction, zone = match.groups()
+    micro = f".{(fraction or '')[:6].ljust(6, '0')}" if fraction else ""
+    return f"{day}T{clock}{micro}{'+00:00' if zone in 'Zz' else zone}"
 
 
 def _stdin_is_terminal() -> bool:

@@ -88,13 +88,13 @@ def _port(listener: dict[str, Any]) -> tuple[int | None, bool]:
     address = (listener.get("address") or {})
     socket = _get(address, "socket_address", "socketAddress") or {}
     port = _get(socket, "port_value", "portValue")
-    return (int(port) if isinstance(port, int | str) and str(port).isdigit() else None,
+    return (int(port) if isinstance(port, (int, str)) and str(port).isdigit() else None,
             str(socket.get("protocol", "TCP")).upper() != "UDP")
 
 
 def listener_prefixes(raw: bytes | str | dict[str, Any]) -> dict[int, Prefixes]:
     """Per TCP port, the stat prefixes its active listener's filter chains name."""
-    dump = json.loads(raw) if isinstance(raw, bytes | str) else raw
+    dump = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
     found: dict[int, tuple[list[str], list[str]]] = {}
     for listener in _active_listeners(dump if isinstance(dump, dict) else {}):
         port, tcp = _port(listener)

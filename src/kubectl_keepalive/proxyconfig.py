@@ -55,7 +55,7 @@ def parse_duration(value: Any) -> float | None:
     bare number of seconds; None when it is not one."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return float(value) if value >= 0 else None
     if isinstance(value, dict):  # {seconds, nanos}, as some tools write it
         try:

@@ -137,7 +137,7 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
                     row += [role, str(filter_name), lst.error or ""]
                 rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+    lines = ["   ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
              for r in rows]
     return "\n".join(lines) + "\n"
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING, Any
 
-from kubectl_keepalive import durations, labelselector
-from kubectl_keepalive.app import BOOTSTRAP_PORTS
+from kubectl_keepalive import durations
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.kubeconfig import ConnectionFlags
+
+if TYPE_CHECKING:
+    from kubectl_keepalive.kubeconfig import ConnectionFlags
 
 LABEL_MAX = 63
 SUBDOMAIN_MAX = 253
@@ -56,6 +58,8 @@ def object_name(value: str, flag: str) -> str:
 
 
 def label_value(value: str, flag: str) -> str:
+    from kubectl_keepalive import labelselector  # here: `version` must not pay for it
+
     problem = labelselector.label_value_problem(value)
     if problem:
         raise UsageError(f"{flag}: {problem}")
@@ -64,6 +68,8 @@ def label_value(value: str, flag: str) -> str:
 
 def selector(value: str) -> str | None:
     """The selector as the server would print it back (`==` as `=`); None when empty."""
+    from kubectl_keepalive import labelselector
+
     return labelselector.canonical(value) or None
 
 
@@ -75,6 +81,8 @@ def integer(text: str, flag: str, low: int, high: int) -> int:
 
 
 def port(text: str, flag: str = "--port") -> int:
+    from kubectl_keepalive.app import BOOTSTRAP_PORTS  # only diff and enable take --port
+
     number = integer(text, flag, 1, 65535)
     if number in BOOTSTRAP_PORTS:
         raise UsageError(f"{flag} {number} is an Envoy bootstrap port (admin 15000, health "
@@ -122,6 +130,13 @@ def _given(args: argparse.Namespace, name: str) -> object:
 
 def connection_flags(args: argparse.Namespace) -> ConnectionFlags:
     """kubectl's connection flags as one record, each checked."""
+    from kubectl_keepalive.kubeconfig import ConnectionFlags
+
+    return ConnectionFlags(**_connection_values(args))
+
+
+def _connection_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of `ConnectionFlags`, each checked."""
     def text(name: str, flag: str) -> str | None:
         value = _given(args, name)
         return None if value is None else header_value(str(value), flag)
@@ -137,7 +152,7 @@ def connection_flags(args: argparse.Namespace) -> ConnectionFlags:
     if server is not None and (not str(server).strip() or _CONTROL.search(str(server))
                                or " " in str(server)):
         raise UsageError(f"--server {shown(str(server))} is not a URL or host:port")
-    return ConnectionFlags(
+    return dict(
         kubeconfig=file("kubeconfig", "--kubeconfig"),
         context=text("context", "--context"),
         cluster=text("cluster", "--cluster"),
@@ -156,6 +171,9 @@ def connection_flags(args: argparse.Namespace) -> ConnectionFlags:
     )
 
 
+# Commands that never read a kubeconfig (nor does `status --from-file`): they start without
+# loading that module.
+_NO_CLUSTER = ("version", "completion")
 _DURATION_FLAGS = ("timeout", "duration", "silence", "upload")
 _KEEPALIVE_RANGES = {"idle": durations.KEEPIDLE_MAX, "interval": durations.KEEPINTVL_MAX}
 
@@ -188,5 +206,12 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
             path(str(_given(args, name)), flag)
     verbose = _given(args, "verbose")
     done.verbose = verbosity(str(verbose)) if verbose is not None else 0
-    done.connection = connection_flags(args)
+    # Checked for every command; made a record (kubeconfig's module) only where it is used.
+    values = _connection_values(args)
+    if _given(args, "command") in _NO_CLUSTER or _given(args, "from_file") is not None:
+        done.connection = None
+    else:
+        from kubectl_keepalive.kubeconfig import ConnectionFlags
+
+        done.connection = ConnectionFlags(**values)
     return done

@@ -229,12 +229,14 @@ def test_every_optional_rule_says_its_fallback() -> None:
     assert optional == set(FALLBACK_SAYS), "a new optional rule needs the words its note says"
 
 
-@pytest.fixture
-def other_root(clean: Lab) -> Iterator[None]:
-    clean.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OTHER_ROOT}})
+@pytest.fixture(scope="module")
+def other_root(lab: Lab) -> Iterator[None]:
+    # One namespace for the whole module: deleting it after each case raced the next case's
+    # apply into a namespace still terminating.
+    lab.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OTHER_ROOT}})
     yield
-    clean.kubectl("delete", "namespace", OTHER_ROOT, "--ignore-not-found", "--wait=false",
-                  check=False)
+    lab.kubectl("delete", "namespace", OTHER_ROOT, "--ignore-not-found", "--timeout=120s",
+                check=False)
 
 
 @pytest.mark.parametrize(("role", "key", "variant"), cases())

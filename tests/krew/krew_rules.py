@@ -5,7 +5,7 @@ Restated (not copied) from kubernetes-sigs/krew v0.4.3: `internal/index/validati
 an os/arch selector), `cmd/validate-krew-manifest` (each selector matches a supported platform,
 no two overlap, a LICENSE among the installed files) and `internal/download` (tar entries are
 regular files or directories, no absolute path, nothing containing ".."). The project adds its
-own: the four platforms it ships, the bin, caveats naming python3 >= 3.10 and Istio.
+own: the four platforms it ships, the bin, caveats naming python3 >= 3.9 and Istio.
 
 Every check returns a list of human-readable errors; an empty list means krew would accept it.
 """
@@ -101,7 +101,7 @@ def manifest_errors(manifest: Any, file_name: str = f"{PLUGIN}.yaml") -> list[st
     if not str(spec.get("homepage", "")).startswith("https://"):
         errors.append("homepage")
     caveats = str(spec.get("caveats") or "")
-    for needed in ("python3 >= 3.10", "Istio"):
+    for needed in ("python3 >= 3.9", "Istio"):
         if needed not in caveats:
             errors.append(f"caveats do not name {needed!r}")
     platforms = spec.get("platforms") or []

@@ -101,7 +101,9 @@ def check_contract(argv: list[str], code: int, out: str, err: str, elapsed: floa
     assert elapsed < TIME_BOUND_S, (argv, elapsed)
     if code == 2:
         assert out == "", (argv, out)
-        assert err.count("error:") == 1 and err.endswith("\n"), (argv, err)
+        # One line: the user's value may itself contain "error:", never a line break.
+        assert err.startswith("error: ") and err.count("\n") == 1 and err.endswith("\n"), (
+            argv, err)
 
 
 @given(data=st.data())

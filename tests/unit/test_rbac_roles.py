@@ -390,5 +390,5 @@ def test_readme_permissions_table_lists_every_rule() -> None:
              rbac.ROOT: "Istio root namespace"}
     expected = [f"| `{r.qualified}` | {', '.join(r.verbs)} | {where[r.scope]} |"
                 for r in rbac.RULES]
-    assert [row[:len(e)] for row, e in zip(rows, expected, strict=False)] == expected
     assert len(rows) == len(expected)
+    assert [row[:len(e)] for row, e in zip(rows, expected)] == expected

@@ -69,7 +69,7 @@ def _path_table(path: PathReport, show_all: bool) -> list[str]:
                      f.timer.counts.value, f.verdict.value, f.scope))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = [head]
-    out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+    out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                for r in rows)
     for f in path.findings:
         if f.verdict is Verdict.FIRES:
