@@ -55,9 +55,10 @@ cluster-up: venv
 cluster-down:
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash lab/cluster-down.sh
 
-# The lab is one per machine: the lab benchmarks hold its lock while they use it.
+# The lab is one per machine: the lab benchmarks hold its lock while they use it. `-o`: the
+# command does not inherit the lock, or the lab processes it starts would hold it for ever.
 LAB_LOCK ?= /tmp/lab.lock
-LAB_RUN := flock $(LAB_LOCK) env PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash -c
+LAB_RUN := flock -o $(LAB_LOCK) env PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash -c
 
 bench-fleet: venv
 	$(LAB_RUN) '$(PY) benchmarks/fleet.py "$$(bash lab/cluster-up.sh)"'

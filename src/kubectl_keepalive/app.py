@@ -305,7 +305,9 @@ class GatewayPlan:
 
     @property
     def needs_restart(self) -> bool:
-        return self.writes or not self.live_matches
+        # A rollout already under way (an earlier run's restart, say) brings up pods with the
+        # filter as it stands: wait for it and verify; restarting again would only cut more.
+        return self.writes or (not self.live_matches and self.rollout_incomplete is None)
 
     @property
     def changes(self) -> bool:

@@ -298,6 +298,14 @@ def _guard(stream: IO[str] | None, quiet: bool = False) -> IO[str]:
     return cast(IO[str], GuardedStream(stream, quiet))  # a TextIOBase is a text stream
 
 
+def _escaped(text: str) -> str:
+    """An error stays one line even when it quotes what the user typed: line breaks and other
+    control characters are shown escaped (`\\n`), as repr() shows them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[:limit] + "..."
@@ -356,7 +364,7 @@ def main(
         )
         return commands.run(context)
     except KeepaliveError as exc:
-        err.write(f"error: {exc}\n")
+        err.write(f"error: {_escaped(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         err.write("error: interrupted\n")

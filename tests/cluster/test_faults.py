@@ -215,7 +215,9 @@ def test_an_api_server_frozen_past_the_timeout_in_the_rollout_wait(faults: Lab) 
         now = component_pid(name)
         assert now == pid or alive(now, name), (name, pid, now)
     assert filters(lab) == [f"keepalive-{DEPLOYMENT}"]
-    assert restarted_at(lab) is not None and replicasets(lab) > sets
+    assert restarted_at(lab) is not None
+    # The restarted controller-manager takes the restart up once it holds its lease again.
+    eventually(lambda: replicasets(lab) > sets, "the restart's new ReplicaSet", 60)
     stamp = restarted_at(lab)
     again = rerun_finishes(lab, ENABLE)
     # The restart was sent once: the re-run waits for that rollout and restarts nothing more.
@@ -242,7 +244,7 @@ def test_an_api_server_killed_in_the_rollout_wait_comes_back_and_enable_finishes
     done = run_enable(lab, [*ENABLE, "--timeout", "120s", "--request-timeout", "3s"],
                       "Waiting for deployment", kill)
     # lab/control_plane.py restarted it, as the kubelet restarts a static pod.
-    assert component_pid("kube-apiserver") != api
+    assert component_pid("kube-apiserver") != api, done.stderr
     assert done.returncode == 0, done.stderr
     assert "the API server is not answering" in done.stderr, done.stderr
     assert f"{FILTER}\n" in done.stdout and "verified: " in done.stdout, done.stdout

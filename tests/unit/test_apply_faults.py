@@ -117,3 +117,21 @@ def test_pods_not_verified_are_named_in_the_account() -> None:
     assert caught.value.exit_code == EXIT_VERIFY
     _done, missing = caught.value.result.account()
     assert missing == [f"pod(s) istio-ingressgateway-aaaa1-0 of gateway {LABEL} not verified"]
+
+
+@pytest.mark.parametrize(
+    ("action", "live", "rolling", "restart"),
+    [("none", False, "1 of 2 updated replicas are available", False),  # an earlier run's roll
+     ("none", False, None, True),  # options not live and nothing rolling: roll
+     ("update", True, "1 of 2 updated replicas are available", True),  # a new write: roll
+     ("none", True, None, False)],
+)
+def test_a_rollout_under_way_is_waited_for_not_restarted_again(
+        action: str, live: bool, rolling: str | None, restart: bool) -> None:
+    from kubectl_keepalive.app import GatewayPlan
+    from kubectl_keepalive.model import Gateway
+
+    plan = GatewayPlan(Gateway("ns", "gw"), None, None, action, (), live, (),
+                       rollout_incomplete=rolling)
+    assert plan.needs_restart is restart
+    assert plan.changes is (restart or rolling is not None)

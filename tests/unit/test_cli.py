@@ -469,3 +469,9 @@ def test_unexpected_errors_are_one_line_exit_5(exc: BaseException,
     assert err.startswith(f"error: `status` failed unexpectedly: {type(exc).__name__}")
     code, _, err = run(Exploding(exc), env, "status", "-v", "1")
     assert code == 5 and "Traceback (most recent call last)" in err
+
+
+def test_an_error_quoting_a_line_break_stays_one_line(env: dict[str, str]) -> None:
+    code, out, err = run(None, env, "status", "\n")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: unrecognized arguments: \\n") and err.count("\n") == 1, err
