@@ -7,9 +7,16 @@ cluster, krew) is missing; in CI a missing component must fail the run, never hi
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import shutil
+import subprocess
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.cluster.conftest import Lab
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def in_ci() -> bool:
@@ -26,3 +33,24 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which counts as a failure: {reason}"
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The lab cluster (lab/cluster-up.sh reuses a running one), shared by every tier that needs
+    it (cluster, krew) and torn down once, after the session, unless KEEPALIVE_KEEP_LAB=1."""
+    if not shutil.which("go"):
+        pytest.skip("Go is needed to build the lab's control plane")
+    up = subprocess.run(["bash", str(REPO / "lab" / "cluster-up.sh")], capture_output=True,
+                        text=True, timeout=3600)
+    if up.returncode != 0:
+        pytest.fail(f"lab/cluster-up.sh failed ({up.returncode}):\n{up.stderr[-4000:]}")
+    lab = Lab(up.stdout.strip().splitlines()[-1])
+    lab.reset()
+    yield lab
+    lab.reset()
+    # The lab's namespaces, routes and processes go with the session, unless asked to stay
+    # (a developer re-running one test saves the 12 s start).
+    if os.environ.get("KEEPALIVE_KEEP_LAB") != "1":
+        subprocess.run(["bash", str(REPO / "lab" / "cluster-down.sh")], capture_output=True,
+                       text=True, timeout=300, check=True)

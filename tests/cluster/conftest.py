@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -85,26 +84,6 @@ class Lab:
                              "--type=merge", "-p", json.dumps(patch))
                 self.kubectl("rollout", "status", f"deployment/{meta['name']}", "-n",
                              meta["namespace"], "--timeout=120s")
-
-
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
-    if not shutil.which("go"):
-        pytest.skip("Go is needed to build the lab's control plane")
-    up = subprocess.run(["bash", str(REPO / "lab" / "cluster-up.sh")], capture_output=True,
-                        text=True, timeout=3600)
-    if up.returncode != 0:
-        pytest.fail(f"lab/cluster-up.sh failed ({up.returncode}):\n{up.stderr[-4000:]}")
-    kubeconfig = up.stdout.strip().splitlines()[-1]
-    lab = Lab(kubeconfig)
-    lab.reset()
-    yield lab
-    lab.reset()
-    # The lab's namespaces, routes and processes go with the session, unless asked to stay
-    # (a developer re-running one test saves the 12 s start).
-    if os.environ.get("KEEPALIVE_KEEP_LAB") != "1":
-        subprocess.run(["bash", str(REPO / "lab" / "cluster-down.sh")], capture_output=True,
-                       text=True, timeout=300, check=True)
 
 
 @pytest.fixture

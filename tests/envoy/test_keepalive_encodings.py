@@ -92,11 +92,14 @@ def live_listeners(case: str, ports: dict[str, int]) -> list[dict[str, Any]]:
 
 def timer_of(client: socket.socket) -> tuple[float, float] | None:
     """The keepalive timer of the server side of `client`'s connection."""
-    local_port = client.getsockname()[1]
+    # Both ends named: a port alone can match another process's connection (the lab cluster
+    # may be running beside this tier, with Go clients' 30 s keepalives).
+    local_host, local_port = client.getsockname()[:2]
+    peer_host, peer_port = client.getpeername()[:2]
     deadline = time.monotonic() + 3
     while True:
-        shown = subprocess.run(["ss", "-tno", "state", "established",
-                                f"( dport = :{local_port} )"],
+        ends = f"( src {peer_host}:{peer_port} and dst {local_host}:{local_port} )"
+        shown = subprocess.run(["ss", "-tno", "state", "established", ends],
                                capture_output=True, text=True, check=True).stdout
         accepted = "\n".join(line for line in shown.splitlines()[1:] if line.strip())
         if accepted or time.monotonic() > deadline:

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.conftest import Lab
 from tests.krew.krew_rules import (
     archive_errors,
     manifest_errors,
@@ -522,19 +523,9 @@ def _interpreters() -> list[tuple[str, str | None]]:
 
 
 @pytest.fixture(scope="module")
-def lab_kubeconfig() -> Iterator[str]:
-    """The lab (lab/cluster-up.sh reuses a running one); torn down after, as tests/cluster
-    does, unless KEEPALIVE_KEEP_LAB=1."""
-    if not shutil.which("go"):
-        pytest.skip("Go is needed to build the lab's control plane")
-    up = subprocess.run(["bash", str(REPO / "lab" / "cluster-up.sh")], capture_output=True,
-                        text=True, timeout=3600)
-    if up.returncode != 0:
-        pytest.fail(f"lab/cluster-up.sh failed ({up.returncode}):\n{up.stderr[-4000:]}")
-    yield up.stdout.strip().splitlines()[-1]
-    if os.environ.get("KEEPALIVE_KEEP_LAB") != "1":
-        subprocess.run(["bash", str(REPO / "lab" / "cluster-down.sh")], capture_output=True,
-                       text=True, timeout=300, check=True)
+def lab_kubeconfig(lab: Lab) -> str:
+    """The session's lab (tests/conftest.py), shared with the cluster tier."""
+    return lab.kubeconfig
 
 
 FIRST_CLUSTER_COMMAND_S = 2.0  # measured about 0.5 s (benchmarks/krew_startup.py); was 2.4 s
