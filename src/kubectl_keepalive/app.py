@@ -334,7 +334,10 @@ def _starting(gw: GatewayStatus) -> bool:
         if p.error:
             return p.transient
         no_listeners = not any(lst.protocol == "TCP" and not lst.static for lst in p.listeners)
-        return p.pod is not None and not p.pod.ready and no_listeners
+        # An Envoy that answers with no dynamic listener at all has not had istiod's first
+        # push yet (kwok, like a pod without a readiness gate, may call it ready already).
+        unconfigured = not any(not lst.static for lst in p.listeners)
+        return p.pod is not None and no_listeners and (not p.pod.ready or unconfigured)
 
     # agentgateway is never read nor planned for: nothing to wait for.
     envoy = gw.gateway.proxy == discovery.ENVOY
@@ -344,11 +347,15 @@ def _starting(gw: GatewayStatus) -> bool:
 def status_for_plan(cluster: Cluster, scope: Scope,
                     clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep) -> StatusReport:
-    """Status, read again while a gateway has pods but all are still starting (bounded)."""
+    """Status, read again while a gateway to act on has pods but all are still starting
+    (bounded)."""
+    from kubectl_keepalive import discovery
+
     deadline = clock() + PLAN_SETTLE_S
     while True:
         report = status(cluster, scope)
-        if not any(_starting(g) for g in report.gateways) or clock() >= deadline:
+        acted = [g for g in report.gateways if discovery.acted_on(g.gateway, bool(scope.selector))]
+        if not any(_starting(g) for g in acted) or clock() >= deadline:
             return report
         sleep(1.0)
 

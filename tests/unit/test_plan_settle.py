@@ -71,3 +71,22 @@ def test_a_refusal_by_rbac_is_final_and_reported_without_waiting() -> None:
         app.plan_enable(StartingProxies(refusals=10**6, error=ForbiddenError), SCOPE,
                         DEFAULT_SETTINGS, None, clock, clock.sleep)
     assert clock.slept == []
+
+
+class UnconfiguredProxies(StartingProxies):
+    """Ready pods whose Envoy answers `{}` (no dynamic listener) until istiod's first push."""
+
+    def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
+        if self.refusals > 0:
+            self.refusals -= 1
+            return AdminRead(b"{}", "port-forward")
+        return FakeCluster.read_admin(self, pod, path, timeout)
+
+
+def test_a_ready_proxy_without_listeners_yet_is_waited_for() -> None:
+    clock = FakeClock()
+    plan = app.plan_enable(UnconfiguredProxies(refusals=2), SCOPE, DEFAULT_SETTINGS, None,
+                           clock, clock.sleep)
+    (gateway_plan,) = plan.gateways
+    assert sorted(c.port for c in gateway_plan.ports) == [8080, 8443]
+    assert clock.slept == [1.0, 1.0]
