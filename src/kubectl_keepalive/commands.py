@@ -160,8 +160,9 @@ def cmd_status(ctx: Context) -> int:
     if args.from_file:
         if args.all_namespaces or args.sockets:
             raise UsageError("--from-file reads one pod's config: it takes no -A or --sockets")
+        text = _read_input(args.from_file, ctx)  # its errors name the file already
         try:
-            report = app.status_from_file(_read_input(args.from_file, ctx))
+            report = app.status_from_file(text)
         except UsageError as exc:
             name = "stdin" if args.from_file == "-" else args.from_file
             raise UsageError(f"{name}: {exc}") from None
