@@ -62,6 +62,8 @@ class PodListeners:
     transient: bool = False
     # Per port, the stat prefixes the listener's filter chains name (in-flight counting).
     stat_prefixes: dict[int, inflight.Prefixes] = field(default_factory=dict, hash=False)
+    # /stats read in the same stream as the listeners (plans only; None when not read).
+    stats: bytes | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -100,22 +102,26 @@ def discover(cluster: Cluster, scope: Scope) -> list[Gateway]:
 
 
 def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
-              with_sockets: bool = False) -> dict[str, PodListeners]:
+              with_sockets: bool = False, with_stats: bool = False) -> dict[str, PodListeners]:
     """Every pod's live listeners, in parallel with a bound; a failed pod is reported, not fatal.
 
     With `with_sockets`, also the kernel's view: `ss` in the proxy container counts established
-    connections per port and those with keepalive timers (what the options really did).
+    connections per port and those with keepalive timers (what the options really did). With
+    `with_stats`, also Envoy's /stats in the same stream (the plan's in-flight counts).
     """
 
     from concurrent.futures import ThreadPoolExecutor
 
-    from kubectl_keepalive import sockets
+    from kubectl_keepalive import inflight, sockets
 
     def one(pod: Pod) -> PodListeners:
         try:
-            read = cluster.read_admin(pod, ADMIN_LISTENERS_PATH, scope.pod_timeout)
+            read, *extra = cluster.read_admin_all(
+                pod, [ADMIN_LISTENERS_PATH, *([inflight.STATS_PATH] if with_stats else [])],
+                scope.pod_timeout)
+            stats = next((e.body for e in extra if e.error is None), None)
             listeners = PodListeners(pod, tuple(envoy_dump.parse(read.body)), via=read.via,
-                                     stat_prefixes=_prefixes(read.body))
+                                     stat_prefixes=_prefixes(read.body), stats=stats)
         except KeepaliveError as exc:
             if exc.exit_code == UsageError.exit_code:
                 return PodListeners(pod, error=f"unreadable listener config: {exc}")
@@ -123,15 +129,12 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
                                 transient=not isinstance(exc, ForbiddenError))
         if not with_sockets:
             return listeners
-        prefixes = listeners.stat_prefixes
         try:
             shown = cluster.exec_proxy(pod, sockets.SS_COMMAND, scope.pod_timeout)
         except KeepaliveError as exc:
-            return PodListeners(pod, listeners.listeners, via=listeners.via,
-                                sockets_error=str(exc), stat_prefixes=prefixes)
+            return replace(listeners, sockets_error=str(exc))
         counted = sockets.count_by_local_port(shown.decode(errors="replace"))
-        return PodListeners(pod, listeners.listeners, via=listeners.via, connections=counted,
-                            stat_prefixes=prefixes)
+        return replace(listeners, connections=counted)
 
     pods = [p for p in pods if p.phase == "Running"]
     if not pods:
@@ -152,14 +155,15 @@ def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
         return {}
 
 
-def status(cluster: Cluster, scope: Scope, with_sockets: bool = False) -> StatusReport:
+def status(cluster: Cluster, scope: Scope, with_sockets: bool = False,
+           with_stats: bool = False) -> StatusReport:
     from kubectl_keepalive import discovery
 
     gateways = discover(cluster, scope)
     if not gateways:
         return StatusReport(())
     envoys = (p for g in gateways if g.proxy == discovery.ENVOY for p in g.pods)
-    reads = read_pods(cluster, envoys, scope, with_sockets)
+    reads = read_pods(cluster, envoys, scope, with_sockets, with_stats)
     filters = _filters_by_namespace(cluster, {g.namespace for g in gateways}, scope)
     out = []
     for gateway in gateways:
@@ -353,7 +357,7 @@ def status_for_plan(cluster: Cluster, scope: Scope,
 
     deadline = clock() + PLAN_SETTLE_S
     while True:
-        report = status(cluster, scope)
+        report = status(cluster, scope, with_stats=True)
         acted = [g for g in report.gateways if discovery.acted_on(g.gateway, bool(scope.selector))]
         if not any(_starting(g) for g in acted) or clock() >= deadline:
             return report
@@ -424,7 +428,7 @@ def plan_disable(cluster: Cluster, scope: Scope,
 def _drain_targets(gw: GatewayStatus) -> tuple[drainplan.Target, ...]:
     from kubectl_keepalive import drainplan
 
-    return tuple(drainplan.Target(p.pod, p.stat_prefixes) for p in gw.pods
+    return tuple(drainplan.Target(p.pod, p.stat_prefixes, p.stats) for p in gw.pods
                  if p.pod is not None and not p.error and p.listeners)
 
 
@@ -523,9 +527,10 @@ def _rollout_incomplete(cluster: Cluster, gateway: Gateway) -> str | None:
 
     if gateway.deployment is None:
         return None
+    # As the Deployment was listed a moment ago; a fake or older caller may not carry it.
+    state = gateway.deployment.rollout or cluster.rollout_state(gateway.namespace, gateway.name)
     try:
-        progress = rollout.progress(gateway.name,
-                                    cluster.rollout_state(gateway.namespace, gateway.name))
+        progress = rollout.progress(gateway.name, state)
     except rollout.RolloutFailed as exc:
         return str(exc)
     return None if progress.done else progress.message

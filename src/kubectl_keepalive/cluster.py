@@ -6,10 +6,12 @@ the interface here lets `app` stay free of the `kubernetes` package.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kubectl_keepalive.model import Condition as Condition  # re-exported: callers import here
 from kubectl_keepalive.model import Deployment, Pod
+from kubectl_keepalive.model import RolloutState as RolloutState
 
 FIELD_MANAGER = "kubectl-keepalive"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -23,28 +25,8 @@ class AdminRead:
 
     body: bytes
     via: str
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str
-    reason: str = ""
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """The parts of a Deployment that kubectl's `rollout status` looks at."""
-
-    generation: int
-    observed_generation: int
-    spec_replicas: int
-    replicas: int
-    updated_replicas: int
-    available_replicas: int
-    paused: bool = False
-    conditions: tuple[Condition, ...] = field(default=())
+    # Set (and body empty) when this read failed though an earlier one on the pod succeeded.
+    error: str | None = None
 
 
 class Cluster(Protocol):
@@ -76,15 +58,16 @@ class Cluster(Protocol):
 
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead: ...
 
+    def read_admin_all(self, pod: Pod, paths: list[str], timeout: float) -> list[AdminRead]:
+        """Several admin paths in one go; a failure of the first raises, of a later one is
+        its AdminRead.error."""
+        ...
+
     def exec_proxy(self, pod: Pod, command: list[str], timeout: float) -> bytes:
         """stdout of `command` run in the pod's istio-proxy container."""
         ...
 
     def list_services(self, namespace: str | None) -> list[dict[str, Any]]: ...
-
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The pod as the API returns it (annotations, spec), or None when it is gone."""
-        ...
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         """A ConfigMap's data, or None when there is none; ForbiddenError when RBAC refuses."""

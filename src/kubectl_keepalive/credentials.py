@@ -64,7 +64,8 @@ class Credentials:
                  env: Mapping[str, str] | None = None,
                  is_terminal: Callable[[], bool] | None = None) -> None:
         self._user = dict(user)
-        self._label = f'user "{user_name}"' if user_name else "the command line's user"
+        self._label = (f"user {json.dumps(user_name, ensure_ascii=False)}" if user_name
+                       else "the command line's user")
         self._origin = origin
         self._cluster_info = dict(cluster_info or {})
         self._env = dict(os.environ if env is None else env)

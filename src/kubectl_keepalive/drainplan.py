@@ -1,8 +1,9 @@
 """What enable and disable will cut, and when: in-flight counts and drain timings per gateway,
 and the wait for a quiet moment (`--when-quiet`).
 
-Reads each target pod's Envoy stats (through `cluster.read_admin`, as the config dump), the
-pod's proxy config annotation and grace period, and the mesh config of the pod's revision.
+Uses each target pod's Envoy stats (read with its config dump, or through `cluster.read_admin`),
+its proxy config annotation and grace period as it was listed, and the mesh config of its
+revision.
 Anything unreadable degrades to a note; planning never fails here.
 """
 
@@ -20,10 +21,12 @@ from kubectl_keepalive.model import Gateway, Pod
 
 @dataclass(frozen=True)
 class Target:
-    """One pod to measure, and the stat prefixes its config dump names per port."""
+    """One pod to measure, the stat prefixes its config dump names per port, and its /stats
+    when they were read with the dump (else the first measurement reads them)."""
 
     pod: Pod
     prefixes: dict[int, inflight.Prefixes] = field(default_factory=dict, hash=False)
+    stats: bytes | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -139,29 +142,26 @@ class MeshConfigs:
             return None, source, f"{where} key {proxyconfig.MESH_KEY} unreadable ({exc})"
 
 
-def pod_timings(cluster: Cluster, pod: Pod, revision: str | None,
+def pod_timings(pod: Pod, revision: str | None,
                 meshes: MeshConfigs) -> tuple[proxyconfig.Timings, list[str]]:
+    """The pod's timings from its annotation and grace period as it was listed, over the mesh
+    config of its revision."""
     mesh, source, note = meshes.get(pod.injected_revision or revision)
     notes = [note] if note else []
-    annotation, grace = None, None
-    try:
-        raw = cluster.get_pod(pod.namespace, pod.name)
-    except KeepaliveError as exc:
-        notes.append(f"pod {pod.name}: cannot read its proxy config ({exc}); "
-                     "mesh and Istio defaults shown")
-        raw = None
-    if raw is not None:
-        annotation, grace = proxyconfig.pod_inputs(raw)
-    timings, problems = proxyconfig.resolve(annotation, mesh, source, grace)
+    timings, problems = proxyconfig.resolve(pod.proxy_config, mesh, source, pod.grace_period)
     return timings, notes + [f"pod {pod.name}: {p}" for p in problems]
 
 
 def read_loads(cluster: Cluster, target: Target, ports: Sequence[int],
                timeout: float) -> dict[int, inflight.PortLoad]:
-    """One pod's counts on the ports; raises the project's errors when unreadable."""
-    read = cluster.read_admin(target.pod, inflight.STATS_PATH, timeout)
+    """One pod's counts on the ports, read now; raises the project's errors when unreadable."""
+    return loads_in(target, cluster.read_admin(target.pod, inflight.STATS_PATH, timeout).body,
+                    ports)
+
+
+def loads_in(target: Target, body: bytes, ports: Sequence[int]) -> dict[int, inflight.PortLoad]:
     try:
-        stats = inflight.parse_stats(read.body)
+        stats = inflight.parse_stats(body)
     except ValueError as exc:
         raise VerificationError(f"pod {target.pod.name}: unreadable stats: {exc}") from None
     return inflight.load_by_port(stats, target.prefixes, ports)
@@ -172,10 +172,11 @@ def measure(cluster: Cluster, gateway: Gateway, targets: Sequence[Target],
     pods = []
     notes: list[str] = []
     for target in targets:
-        timings, more = pod_timings(cluster, target.pod, gateway.revision, meshes)
+        timings, more = pod_timings(target.pod, gateway.revision, meshes)
         notes.extend(n for n in more if n not in notes)
         try:
-            loads = read_loads(cluster, target, ports, timeout)
+            loads = (loads_in(target, target.stats, ports) if target.stats is not None
+                     else read_loads(cluster, target, ports, timeout))
         except KeepaliveError as exc:
             pods.append(PodDrain(target.pod.name, timings, error=str(exc)))
             continue

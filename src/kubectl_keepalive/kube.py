@@ -35,7 +35,7 @@ from kubectl_keepalive.errors import (
     UnavailableError,
 )
 from kubectl_keepalive.kubeconfig import ResolvedConfig, resolve
-from kubectl_keepalive.model import Deployment, Pod
+from kubectl_keepalive.model import PROXY_CONFIG_ANNOTATION, Deployment, Pod
 from kubectl_keepalive.transport import HandshakeError, Transport
 
 ENVOYFILTERS = "/apis/networking.istio.io/v1alpha3"  # the only version EnvoyFilter is served as
@@ -171,11 +171,6 @@ class KubeCluster:
                            _ns_path("/api/v1", namespace, "services"))
         return _items(found)
 
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self._call("get", "pods", namespace, "GET",
-                           _ns_path("/api/v1", namespace, "pods", name), allow=(404,))
-        return found if isinstance(found, dict) else None
-
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         found = self._call("get", "configmaps", namespace, "GET",
                            _ns_path("/api/v1", namespace, "configmaps", name), allow=(404,))
@@ -239,9 +234,15 @@ class KubeCluster:
 
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
         """GET an admin path: port-forward to 15000, or exec `pilot-agent request` if refused."""
+        return self.read_admin_all(pod, [path], timeout)[0]
+
+    def read_admin_all(self, pod: Pod, paths: list[str], timeout: float) -> list[AdminRead]:
+        """GET several admin paths through one port-forward (keep-alive), or one exec each
+        where port-forward is refused. The first path's failure raises as read_admin's does;
+        a later path's is its AdminRead.error."""
         if not self._exec_only:
             try:
-                return AdminRead(self._admin_via_port_forward(pod, path, timeout), "port-forward")
+                return self._admin_via_port_forward(pod, paths, timeout)
             except ForbiddenError:
                 with self._lock:
                     if not self._exec_only:
@@ -251,7 +252,14 @@ class KubeCluster:
                             "pods/portforward); reading Envoy admin through "
                             f"`kubectl exec -c {PROXY_CONTAINER} -- pilot-agent request` instead"
                         )
-        return AdminRead(self._admin_via_exec(pod, path, timeout), "exec")
+        first = AdminRead(self._admin_via_exec(pod, paths[0], timeout), "exec")
+        return [first, *(self._extra_via_exec(pod, path, timeout) for path in paths[1:])]
+
+    def _extra_via_exec(self, pod: Pod, path: str, timeout: float) -> AdminRead:
+        try:
+            return AdminRead(self._admin_via_exec(pod, path, timeout), "exec")
+        except KeepaliveError as exc:
+            return AdminRead(b"", "exec", str(exc))
 
     def _pod_path(self, pod: Pod, sub: str) -> str:
         return _ns_path("/api/v1", pod.namespace, "pods", pod.name) + f"/{sub}"
@@ -277,24 +285,31 @@ class KubeCluster:
             raise ClusterError(f"{what} {pod.namespace}/{pod.name} failed: "
                                f"{_describe(exc)}") from None
 
-    def _admin_via_port_forward(self, pod: Pod, path: str, timeout: float) -> bytes:
+    def _admin_via_port_forward(self, pod: Pod, paths: list[str],
+                                timeout: float) -> list[AdminRead]:
         what = f"port-forward to {pod.namespace}/{pod.name}:{ADMIN_PORT}"
         ws = self._open_stream(
             pod, "portforward", [("ports", str(ADMIN_PORT))], timeout, "port-forward to",
             f"forbidden (403): cannot create pods/portforward in namespace {pod.namespace}")
         try:
-            answer = streams.http_get(ws, path, timeout)
+            answers, cut = streams.http_get_all(ws, paths, timeout)
         except Exception as exc:  # BrokenPipe, reset, bad frames, timeouts: all the pod's
             raise ClusterError(
                 f"reading Envoy admin of {pod.namespace}/{pod.name} through port-forward "
                 f"failed: {_describe(exc)}") from None
         finally:
             _close(ws)
-        if answer.status != 200:
-            raise ClusterError(
-                f"Envoy admin of {pod.namespace}/{pod.name} answered {answer.status} "
-                f"to GET /{path} ({what})")
-        return answer.body
+        reads = []
+        for index, path in enumerate(paths):
+            answer = answers[index] if index < len(answers) else None
+            error = (f"reading Envoy admin of {pod.namespace}/{pod.name} through port-forward "
+                     f"failed before GET /{path}: {cut}" if answer is None else
+                     f"Envoy admin of {pod.namespace}/{pod.name} answered {answer.status} to "
+                     f"GET /{path} ({what})" if answer.status != 200 else None)
+            if error and index == 0:
+                raise ClusterError(error)
+            reads.append(AdminRead(answer.body if answer else b"", "port-forward", error))
+        return reads
 
     def _admin_via_exec(self, pod: Pod, path: str, timeout: float) -> bytes:
         return self.exec_proxy(pod, ["pilot-agent", "request", "GET", path], timeout)
@@ -363,7 +378,10 @@ def _pod(item: dict[str, Any]) -> Pod:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     owner = next((o.get("name") for o in meta.get("ownerReferences") or []
                   if o.get("kind") == "ReplicaSet"), None)
-    specs = (item.get("spec") or {}).get("containers") or []
+    spec = item.get("spec") or {}
+    specs = spec.get("containers") or []
+    annotations = meta.get("annotations") or {}
+    proxy_config = annotations.get(PROXY_CONFIG_ANNOTATION)
     containers = tuple(str(c.get("name")) for c in specs)
     proxy_args = next((tuple(str(a) for a in c.get("args") or []) for c in specs
                        if c.get("name") == "istio-proxy"), ())
@@ -376,8 +394,10 @@ def _pod(item: dict[str, Any]) -> Pod:
         terminating=bool(meta.get("deletionTimestamp")),
         replicaset=owner,
         containers=containers,
-        injected_revision=_injected_revision(meta.get("annotations") or {}),
+        injected_revision=_injected_revision(annotations),
         proxy_args=proxy_args,
+        proxy_config=proxy_config if isinstance(proxy_config, str) else None,
+        grace_period=spec.get("terminationGracePeriodSeconds"),
     )
 
 
@@ -411,6 +431,7 @@ def _deployment(item: dict[str, Any]) -> Deployment:
         replicas=int(spec.get("replicas", 1)),
         generation=int(meta.get("generation", 0)),
         uid=str(meta.get("uid", "")),
+        rollout=_rollout_state(item),
     )
 
 

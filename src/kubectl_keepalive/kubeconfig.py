@@ -354,6 +354,14 @@ def _in_cluster(namespace_flag: str | None, env: Mapping[str, str],
         user_origin=str(base), in_cluster=True, request_timeout=_timeout(flags))
 
 
+def _quoted(name: str) -> str:
+    """A kubeconfig name in double quotes, newlines and other control characters escaped:
+    names come from a file and an error is one line."""
+    import json
+
+    return json.dumps(name, ensure_ascii=False)
+
+
 def resolve(
     kubeconfig_flag: str | None,
     context_flag: str | None,
@@ -378,7 +386,7 @@ def resolve(
     if context_name:
         context = _named(config, "contexts", context_name)
         if context is None:
-            raise UsageError(f'context "{context_name}" does not exist')
+            raise UsageError(f"context {_quoted(context_name)} does not exist")
     elif flags.server:
         context = {}  # `kubectl -s URL --token T` works without any kubeconfig
     else:
@@ -389,14 +397,14 @@ def resolve(
     cluster = _named(config, "clusters", cluster_name) if cluster_name else None
     if cluster is None and not flags.server:
         raise UsageError(
-            f'context "{context_name}" names cluster "{cluster_name}", which does not '
-            "exist in the kubeconfig" if not flags.cluster else
-            f'cluster "{cluster_name}" does not exist in the kubeconfig'
+            f"context {_quoted(context_name)} names cluster {_quoted(cluster_name)}, which "
+            "does not exist in the kubeconfig" if not flags.cluster else
+            f"cluster {_quoted(cluster_name)} does not exist in the kubeconfig"
         )
     user_name = flags.user or str(context.get("user") or "")
     user = _named(config, "users", user_name) if user_name else {}
     if user is None:
-        raise UsageError(f'user "{user_name}" does not exist in the kubeconfig')
+        raise UsageError(f"user {_quoted(user_name)} does not exist in the kubeconfig")
     cluster = _override_cluster(cluster or {}, flags)
     namespace = namespace_flag or str(context.get("namespace") or "") or "default"
     return ResolvedConfig(

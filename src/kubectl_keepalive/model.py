@@ -8,6 +8,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# The pod annotation that overrides the mesh's proxy config for one pod (Istio's ProxyConfig).
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
 
 @dataclass(frozen=True)
 class KeepaliveSettings:
@@ -121,6 +124,28 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The parts of a Deployment that kubectl's `rollout status` looks at."""
+
+    generation: int
+    observed_generation: int
+    spec_replicas: int
+    replicas: int
+    updated_replicas: int
+    available_replicas: int
+    paused: bool = False
+    conditions: tuple[Condition, ...] = field(default=())
+
+
+@dataclass(frozen=True)
 class Pod:
     namespace: str
     name: str
@@ -136,6 +161,10 @@ class Pod:
     # The istio-proxy container's args: `proxy router` (gateway), `proxy waypoint`, `proxy
     # sidecar`. What the proxy does when its labels do not say.
     proxy_args: tuple[str, ...] = ()
+    # What the drain estimate needs, as the pod was listed: its `proxy.istio.io/config`
+    # annotation and spec.terminationGracePeriodSeconds (raw; proxyconfig checks them).
+    proxy_config: str | None = None
+    grace_period: object = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +177,9 @@ class Deployment:
     replicas: int = 1
     generation: int = 0
     uid: str = ""
+    # Its rollout as it was listed (None when not read with it): a plan looks here instead of
+    # asking again; waiting for a rollout always reads afresh.
+    rollout: RolloutState | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-ANNOTATION = "proxy.istio.io/config"
+from kubectl_keepalive.model import PROXY_CONFIG_ANNOTATION as ANNOTATION
+
 MESH_KEY = "mesh"
 # Istio's documented defaults (ProxyConfig reference; Kubernetes' pod spec for the grace period).
 DEFAULT_DRAIN_S = 45.0
@@ -138,12 +139,3 @@ def resolve(annotation: str | None, mesh_default: dict[str, Any] | None, mesh_so
     timings = Timings(pick("drainDuration", DEFAULT_DRAIN_S),
                       pick("terminationDrainDuration", DEFAULT_TERMINATION_DRAIN_S), grace)
     return timings, notes
-
-
-def pod_inputs(pod: dict[str, Any]) -> tuple[str | None, Any]:
-    """(the proxy config annotation, terminationGracePeriodSeconds) of a pod as the API
-    returns it."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    annotation = annotations.get(ANNOTATION)
-    grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
-    return (annotation if isinstance(annotation, str) else None), grace

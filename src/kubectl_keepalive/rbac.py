@@ -94,11 +94,6 @@ RULES: tuple[Rule, ...] = (
          optional_for=_PLANNERS,
          fallback="a note says filters in the root namespace were not checked",
          scope=ROOT),
-    Rule("pod-drain", "", "pods", ("get",),
-         "each gateway pod's proxy.istio.io/config annotation and grace period: when a "
-         "restart cuts in-flight requests",
-         optional_for=(DIFF, ENABLE, DISABLE),
-         fallback="the drain plan shows mesh and Istio defaults and a note per pod"),
     Rule("mesh-config", "", "configmaps", ("get",),
          "the mesh config (ConfigMap istio or istio-REVISION) in Istio's root namespace: "
          "mesh-wide drain settings",

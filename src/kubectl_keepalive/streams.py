@@ -92,11 +92,19 @@ class _ChannelReader(io.RawIOBase):
         return size
 
 
+class _KeptOpen(io.BufferedReader):
+    """The channel as a buffered file that one answer's close() leaves open for the next
+    (http.client closes its file when an answer ends, keep-alive or not)."""
+
+    def close(self) -> None:
+        pass
+
+
 class _FakeSocket:
     """What http.client.HTTPResponse needs of a socket: makefile()."""
 
     def __init__(self, reader: _ChannelReader) -> None:
-        self._file = io.BufferedReader(reader)
+        self._file = _KeptOpen(reader)
 
     def makefile(self, *_args: Any, **_kwargs: Any) -> Any:
         return self._file
@@ -110,12 +118,41 @@ class HttpAnswer:
 
 def http_get(ws: Any, path: str, timeout: float) -> HttpAnswer:
     """GET `path` from the one forwarded port (index 0) and read the whole answer."""
+    return http_get_all(ws, [path], timeout)[0][0]
+
+
+def http_get_all(ws: Any, paths: list[str],
+                 timeout: float) -> tuple[list[HttpAnswer], str | None]:
+    """GET each path in turn on the one forwarded connection (HTTP/1.1 keep-alive, the last
+    request asks to close): one stream for several admin reads, under one deadline.
+
+    Returns the answers in order and, when the stream failed after the first answer, why the
+    rest are missing; a failure before the first answer raises.
+    """
     frames = _Frames(ws, time.monotonic() + timeout, prefixed=True)
+    sock = _FakeSocket(_ChannelReader(frames, 0))
+    answers: list[HttpAnswer] = []
+    for index, path in enumerate(paths):
+        last = index == len(paths) - 1
+        try:
+            answer, closing = _one_get(ws, sock, path, last)
+        except Exception as exc:  # the caller names the pod; later reads are extras
+            if not answers:
+                raise
+            return answers, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        answers.append(answer)
+        if closing and not last:
+            return answers, f"the server closed the connection after GET /{path.lstrip('/')}"
+    return answers, None
+
+
+def _one_get(ws: Any, sock: _FakeSocket, path: str, last: bool) -> tuple[HttpAnswer, bool]:
+    """One answer, and whether the server closes the connection after it."""
     request = (f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: localhost\r\n"
-               "Connection: close\r\n\r\n").encode()
+               f"Connection: {'close' if last else 'keep-alive'}\r\n\r\n").encode()
     ws.send_binary(b"\x00" + request)
     # Read by Content-Length or chunks: the forwarded stream may never show EOF.
-    response = http.client.HTTPResponse(_FakeSocket(_ChannelReader(frames, 0)))  # type: ignore[arg-type]
+    response = http.client.HTTPResponse(sock)  # type: ignore[arg-type]
     response.begin()
     if response.length is None and not response.chunked:
         # Envoy's HTTP/1.1 answers always carry one or the other; without either, a cut
@@ -124,7 +161,7 @@ def http_get(ws: Any, path: str, timeout: float) -> HttpAnswer:
     body = response.read()
     if response.length:  # http.client leaves what is still missing in .length
         raise StreamError("the answer was cut short")
-    return HttpAnswer(response.status, body)
+    return HttpAnswer(response.status, body), bool(response.will_close)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ FALLBACK_SAYS = {
     "exec": "sockets not read",
     "nodes": "cannot list nodes",
     "root-envoyfilters": f"cannot list EnvoyFilters in Istio's root namespace {OTHER_ROOT}",
-    "pod-drain": "cannot read its proxy config",
     "mesh-config": "cannot read ConfigMap",
 }
 

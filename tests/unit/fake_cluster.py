@@ -18,7 +18,12 @@ from typing import Any
 
 from kubectl_keepalive import labelselector
 from kubectl_keepalive.cluster import AdminRead, Condition, RolloutState
-from kubectl_keepalive.errors import ClusterError, ForbiddenError, UnavailableError
+from kubectl_keepalive.errors import (
+    ClusterError,
+    ForbiddenError,
+    KeepaliveError,
+    UnavailableError,
+)
 from kubectl_keepalive.kube import AlreadyExists
 from kubectl_keepalive.model import Deployment, Pod
 
@@ -91,7 +96,8 @@ class FakeCluster:
         return [
             Pod(gw.namespace, f"{gw.name}-{gw.template_hash}-{i}", labels, "Running", True, False,
                 f"{gw.name}-{gw.template_hash}", gw.containers,
-                proxy_args=gw.args if "istio-proxy" in gw.containers else ())
+                proxy_args=gw.args if "istio-proxy" in gw.containers else (),
+                proxy_config=gw.proxy_config, grace_period=gw.grace_seconds)
             for i in range(gw.replicas)
         ]
 
@@ -185,6 +191,16 @@ class FakeCluster:
 
     # -- Envoy admin -------------------------------------------------------------------------
 
+    def read_admin_all(self, pod: Pod, paths: list[str], timeout: float) -> list[AdminRead]:
+        """As KubeCluster: the first read's failure raises, a later one's is its error."""
+        reads = [self.read_admin(pod, paths[0], timeout)]
+        for path in paths[1:]:
+            try:
+                reads.append(self.read_admin(pod, path, timeout))
+            except KeepaliveError as exc:
+                reads.append(AdminRead(b"", reads[0].via, str(exc)))
+        return reads
+
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
         self.admin_reads.append(f"{pod.namespace}/{pod.name}")
         if "istio-proxy" not in pod.containers:
@@ -253,18 +269,6 @@ class FakeCluster:
                       f"http.outbound_0.0.0.0_{port}.downstream_rq_active: {busy}",
                       f"listener.0.0.0.0_{port}.downstream_cx_active: {busy + 1}"]
         return "\n".join([*lines, "listener.admin.downstream_cx_active: 1"]) + "\n"
-
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        for gw in self.gateways:
-            for pod in self._pods_of(gw):
-                if (pod.namespace, pod.name) == (namespace, name):
-                    annotations = ({"proxy.istio.io/config": gw.proxy_config}
-                                   if gw.proxy_config is not None else {})
-                    spec = ({"terminationGracePeriodSeconds": gw.grace_seconds}
-                            if gw.grace_seconds is not None else {})
-                    return {"metadata": {"name": name, "namespace": namespace,
-                                         "annotations": annotations}, "spec": spec}
-        return None
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         if self.forbid_configmaps:

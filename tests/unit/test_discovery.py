@@ -91,6 +91,25 @@ def test_the_injector_records_its_revision_in_the_pod_annotations() -> None:
     assert parsed({}) is None
 
 
+def test_a_listed_pod_and_deployment_carry_what_the_plan_needs() -> None:
+    """The drain inputs and the rollout come with the listing: the plan asks for neither."""
+    from kubectl_keepalive.kube import _deployment, _pod
+
+    pod = _pod({"metadata": {"name": "p", "annotations": {
+        "proxy.istio.io/config": '{"drainDuration": "7s"}'}},
+        "spec": {"terminationGracePeriodSeconds": 3}})
+    assert (pod.proxy_config, pod.grace_period) == ('{"drainDuration": "7s"}', 3)
+    bare = _pod({"metadata": {"name": "p", "annotations": {"proxy.istio.io/config": 5}}})
+    assert (bare.proxy_config, bare.grace_period) == (None, None)
+    listed = _deployment({"metadata": {"name": "gw", "generation": 4},
+                          "spec": {"replicas": 2},
+                          "status": {"observedGeneration": 3, "replicas": 2,
+                                     "updatedReplicas": 1, "availableReplicas": 2}})
+    assert listed.rollout is not None
+    assert (listed.rollout.generation, listed.rollout.observed_generation,
+            listed.rollout.updated_replicas) == (4, 3, 1)
+
+
 def test_istio_labelled_pods_without_a_proxy_are_not_gateways() -> None:
     assert group_gateways([pod("x", {"istio": "ingressgateway"}, None, ("app",))], []) == []
     assert group_gateways([pod("p", {"istio": "pilot"}, None)], []) == []

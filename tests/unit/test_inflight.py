@@ -4,12 +4,15 @@ scripts/make_golden_stats.py), the plan's counts, --when-quiet, and status --soc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubectl_keepalive import drainplan, inflight
 from kubectl_keepalive.errors import VerificationError
+from kubectl_keepalive.model import Deployment, RolloutState
 from kubectl_keepalive.sockets import Connections, count_by_local_port
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)
@@ -66,6 +69,43 @@ def targets(fake: FakeCluster) -> list[tuple[drainplan.Target, list[int]]]:
     prefixes = {p: inflight.Prefixes(http=(f"outbound_0.0.0.0_{p}",)) for p in (8080, 8443)}
     pods = fake.list_pods("istio-system", "app=istio-ingressgateway")
     return [(drainplan.Target(pod, prefixes), [8080, 8443]) for pod in pods]
+
+
+class CountingCluster(FakeCluster):
+    """The fake, counting the reads a plan makes of it."""
+
+    def __init__(self) -> None:
+        super().__init__(ingress())
+        self.asked: dict[str, int] = {}
+
+    def _ask(self, name: str) -> None:
+        self.asked[name] = self.asked.get(name, 0) + 1
+
+    def read_admin_all(self, pod: Any, paths: list[str], timeout: float) -> Any:
+        self._ask(f"read_admin_all {' '.join(p.split('?')[0] for p in paths)}")
+        return super().read_admin_all(pod, paths, timeout)
+
+    def rollout_state(self, namespace: str, name: str) -> Any:
+        self._ask("rollout_state")
+        return super().rollout_state(namespace, name)
+
+    def list_deployments(self, namespace: str | None) -> list[Deployment]:
+        """As the real adapter lists them: each with its rollout (here, finished)."""
+        done = RolloutState(1, 1, 2, 2, 2, 2)
+        return [replace(d, rollout=done) for d in super().list_deployments(namespace)]
+
+
+def test_the_plan_reads_each_pod_once_and_asks_nothing_twice(
+        env: dict[str, str]) -> None:  # noqa: F811
+    """One stream per pod carries its listeners and its stats; the Deployment's rollout and
+    the pods' drain inputs come with the listings."""
+    fake = CountingCluster()
+    fake.in_flight[BUSY] = 2
+    code, out, err = run(fake, env, "diff")
+    assert code == 1, err
+    assert "port 8080 now: 6 connections, 4 requests in flight" in out, out  # 2 pods
+    # Two replicas: one read each, listeners and stats together; no rollout GET.
+    assert fake.asked == {"read_admin_all config_dump stats": 2}, fake.asked
 
 
 def test_when_quiet_waits_until_requests_end() -> None:

@@ -77,7 +77,7 @@ class UnconfiguredProxies(StartingProxies):
     """Ready pods whose Envoy answers `{}` (no dynamic listener) until istiod's first push."""
 
     def read_admin(self, pod: Pod, path: str, timeout: float) -> AdminRead:
-        if self.refusals > 0:
+        if self.refusals > 0 and path == app.ADMIN_LISTENERS_PATH:
             self.refusals -= 1
             return AdminRead(b"{}", "port-forward")
         return FakeCluster.read_admin(self, pod, path, timeout)

@@ -115,6 +115,42 @@ def test_port_forward_reads_a_chunked_answer(cluster: KubeCluster,
     assert opened[0][0] == "/api/v1/namespaces/gw/pods/gateway-1/portforward"
 
 
+def answer(body: bytes, *headers: str) -> bytes:
+    return b"\r\n".join([b"HTTP/1.1 200 OK", f"Content-Length: {len(body)}".encode(),
+                         *(h.encode() for h in headers), b"", body])
+
+
+def test_several_admin_reads_share_one_port_forward(cluster: KubeCluster,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = answer(b'{"configs": []}'), answer(b"listener.x.downstream_cx_active: 1")
+    # The second answer split across frames, the first one's tail in the same frame as its start.
+    sock = FakeSocket([data(0, b"", True), data(1, b"", True), data(0, first + second[:10]),
+                       data(0, second[10:])])
+    opened = use(cluster, monkeypatch, sock)
+    reads = cluster.read_admin_all(POD, ["config_dump", "stats"], 1.0)
+    assert [r.body for r in reads] == [b'{"configs": []}', b"listener.x.downstream_cx_active: 1"]
+    assert [r.error for r in reads] == [None, None]
+    assert len(opened) == 1, "one websocket for both reads"
+    assert b"Connection: keep-alive" in sock.sent[0] and b"GET /config_dump" in sock.sent[0]
+    assert b"Connection: close" in sock.sent[1] and b"GET /stats" in sock.sent[1]
+
+
+@pytest.mark.parametrize("frames", [
+    [data(0, answer(b"{}"), True)],  # the stream ends before the second answer
+    [data(0, answer(b"{}", "Connection: close"), True)],  # the server will not keep it open
+    [data(0, answer(b"{}") + b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+          True)],
+])
+def test_a_later_read_that_fails_leaves_the_first_one_standing(
+        cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch,
+        frames: list[tuple[int, bytes]]) -> None:
+    use(cluster, monkeypatch, FakeSocket(frames))
+    first, second = cluster.read_admin_all(POD, ["config_dump", "stats"], 1.0)
+    assert (first.body, first.error) == (b"{}", None)
+    assert second.body == b"" and second.error and "gw/gateway-1" in second.error
+    assert "/stats" in second.error
+
+
 def test_handshake_statuses(cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     body = json.dumps({"message": "Unauthorized"}).encode()
     use(cluster, monkeypatch, HandshakeError(401, body))
