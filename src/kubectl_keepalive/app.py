@@ -8,7 +8,7 @@ writes are the managed EnvoyFilter and the Deployment restart annotation.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -364,14 +364,22 @@ def status_for_plan(cluster: Cluster, scope: Scope,
         sleep(1.0)
 
 
+# Settings that depend on the gateways acted on (the balancers in front of them): chosen once
+# the plan has found them, so that nothing is discovered twice.
+SettingsFor = Callable[[Sequence[Gateway]], KeepaliveSettings]
+
+
 def plan_enable(
-    cluster: Cluster, scope: Scope, settings: KeepaliveSettings, ports: list[int] | None,
+    cluster: Cluster, scope: Scope, settings: KeepaliveSettings | SettingsFor,
+    ports: list[int] | None,
     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
 ) -> Plan:
     from kubectl_keepalive import own_selector
 
     report = status_for_plan(cluster, scope, clock, sleep)
     acted, notices = _acted_on(report, scope)
+    if not isinstance(settings, KeepaliveSettings):
+        settings = settings([gw.gateway for gw in acted])
     plans = []
     for gw in acted:
         targets = _targets(gw, ports)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from kubectl_keepalive import __version__, durations
@@ -19,7 +19,7 @@ from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageE
 # without loading them (start-up time, see benchmarks/startup.py).
 if TYPE_CHECKING:
     from kubectl_keepalive import app, drainplan
-    from kubectl_keepalive.model import KeepaliveSettings
+    from kubectl_keepalive.model import Gateway, KeepaliveSettings
 
 EXIT_ABORTED = 1
 
@@ -230,7 +230,7 @@ def cmd_diff(ctx: Context) -> int:
     else:
         ports = ports_from(args)
         cluster, scope = connect(ctx)
-        plan = app.plan_enable(cluster, scope, wanted_settings(ctx, cluster, scope), ports)
+        plan = app.plan_enable(cluster, scope, wanted_settings(ctx, cluster), ports)
     _notices(ctx, plan)
     output = _get(args, "output")
     if output == "json":
@@ -253,25 +253,28 @@ def cmd_enable(ctx: Context) -> int:
         return _render_offline(ctx, settings_from(args), ports or [])
     _require_confirmation_possible(ctx)
     cluster, scope = connect(ctx)
-    plan = app.plan_enable(cluster, scope, wanted_settings(ctx, cluster, scope), ports)
+    plan = app.plan_enable(cluster, scope, wanted_settings(ctx, cluster), ports)
     _notices(ctx, plan)
     applying.check_foreign(plan, args.force)
     return _carry_out(ctx, cluster, scope, plan, timeout)
 
 
-def wanted_settings(ctx: Context, cluster: Any, scope: app.Scope) -> KeepaliveSettings:
+def wanted_settings(ctx: Context, cluster: Any) -> KeepaliveSettings | app.SettingsFor:
     """What enable writes and diff compares against: one function, so that `diff` after
-    `enable -y` with the same flags finds nothing to change (balancer-aware defaults too)."""
+    `enable -y` with the same flags finds nothing to change (balancer-aware defaults too:
+    chosen by the plan once it has found the gateways)."""
     settings = settings_from(ctx.args)
-    return settings if settings_given(ctx.args) else _recommended(ctx, cluster, scope, settings)
+    if settings_given(ctx.args):
+        return settings
+    return lambda gateways: _recommended(ctx, cluster, gateways, settings)
 
 
-def _recommended(ctx: Context, cluster: Any, scope: app.Scope,
+def _recommended(ctx: Context, cluster: Any, gateways: Sequence[Gateway],
                  default: KeepaliveSettings) -> KeepaliveSettings:
     """Without --idle, stay safely below the balancer's idle timeout when the Service tells it."""
     from kubectl_keepalive import diagnose
 
-    advice = diagnose.recommend(cluster, scope)
+    advice = diagnose.recommend(cluster, gateways)
     if advice is None:
         return default
     ctx.note(f"note: using idle={advice.settings.idle}s interval={advice.settings.interval}s "

@@ -7,6 +7,7 @@ decides. Returns data; `commands` prints it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,13 +161,13 @@ class Recommendation:
     reason: str
 
 
-def recommend(cluster: Cluster, scope: app.Scope) -> Recommendation | None:
-    """Keepalive below the shortest known packet-counting idle timer in front of the gateways.
+def recommend(cluster: Cluster, gateways: Sequence[Gateway]) -> Recommendation | None:
+    """Keepalive below the shortest known packet-counting idle timer in front of `gateways`
+    (those the plan acts on).
 
     None when no such timer is known (the caller keeps its defaults). Balancers that count only
     data are reported in the reason: keepalive will not save requests behind them.
     """
-    gateways = acted_on(cluster, scope)
     namespaces = sorted({g.namespace for g in gateways})
     services = [s for ns in namespaces for s in cluster.list_services(ns)]
     provider_ids = cluster.node_provider_ids()
