@@ -18,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubectl_keepalive import proxies
 from kubectl_keepalive.credentials import Credentials
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.kubeconfig import ResolvedConfig
@@ -35,7 +36,7 @@ class Connection:
     tls_server_name: str | None
     cert_pem: bytes | None  # the kubeconfig's own client certificate
     key_pem: bytes | None
-    proxy_url: str | None
+    proxy_url: str | None  # an http:// proxy (proxies.choose), or None for a direct connection
     impersonation: tuple[tuple[str, str], ...]  # header pairs; Impersonate-Group may repeat
     request_timeout: float | None
     credentials: Credentials = field(compare=False)
@@ -138,10 +139,12 @@ def build(resolved: ResolvedConfig, env: dict[str, str] | None = None) -> Connec
                          "needs both client-certificate and client-key")
     credentials = Credentials(user, resolved.user_name, resolved.user_origin,
                               _cluster_info(cluster, server, ca_pem), env=env)
+    proxy = proxies.choose(server, str(cluster.get("proxy-url") or "") or None,
+                           os.environ if env is None else env)
     return Connection(
         server=server, ca_pem=ca_pem, insecure=insecure,
         tls_server_name=str(cluster.get("tls-server-name") or "") or None,
-        cert_pem=cert, key_pem=key, proxy_url=str(cluster.get("proxy-url") or "") or None,
+        cert_pem=cert, key_pem=key, proxy_url=proxy.url if proxy else None,
         impersonation=_impersonation(user), request_timeout=resolved.request_timeout,
         credentials=credentials, context=resolved.context, user_name=resolved.user_name)
 

@@ -1,10 +1,12 @@
 """HTTP and websocket requests to the API server, with the connection's TLS and headers.
 
-urllib3 for REST and websocket-client for the streaming subresources: both are light to import,
-unlike the kubernetes package, whose `__init__` loads its kubeconfig loader (requests, oauthlib,
-pydantic) on any import. Every request, websockets included, carries the Authorization and
-Impersonate-* headers; a 401 makes exec plugins and token files run again once, as client-go
-does. Failures to reach the server become ClusterError; statuses are left to the caller.
+http.client (through `httppool`) for REST and websocket-client for the streaming subresources:
+both light to import, unlike the kubernetes package, whose `__init__` loads its kubeconfig
+loader (requests, oauthlib, pydantic) on any import. Every request, websockets included,
+carries the Authorization and Impersonate-* headers; a 401 makes exec plugins and token files
+run again once, as client-go does. Failures to reach the server become ClusterError (TLS: asking
+again will not help) or UnavailableError (no answer: it may pass); statuses are left to the
+caller.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from kubectl_keepalive.connection import Connection, ssl_context
 from kubectl_keepalive.credentials import Auth
-from kubectl_keepalive.errors import ClusterError, UnavailableError, UsageError
+from kubectl_keepalive.errors import ClusterError, UnavailableError
 
 if TYPE_CHECKING:
     import ssl
 
-    import urllib3
+    from kubectl_keepalive.httppool import HttpPool
 
 USER_AGENT = "kubectl-keepalive"
 
@@ -41,40 +43,27 @@ class Transport:
         self.connection = connection
         self._maxsize = maxsize
         self._lock = threading.Lock()
-        self._pool: urllib3.PoolManager | None = None
+        self._pool: HttpPool | None = None
         self._ssl: ssl.SSLContext | None = None
         self._tls_key: tuple[bytes | None, bytes | None] | None = None
-        proxy = connection.proxy_url
-        if proxy and urllib.parse.urlsplit(proxy).scheme not in ("http", "https"):
-            raise UsageError(f"proxy-url {proxy}: only http and https proxies are supported")
 
     def describe(self) -> str:
         return self.connection.describe()
 
     # -- TLS and pools, rebuilt when an exec plugin hands out a new client certificate --------
 
-    def _tls(self, auth: Auth) -> tuple[urllib3.PoolManager, ssl.SSLContext | None]:
-        import urllib3
+    def _tls(self, auth: Auth) -> tuple[HttpPool, ssl.SSLContext | None]:
+        from kubectl_keepalive.httppool import HttpPool
 
         key = (auth.cert_pem, auth.key_pem)
         with self._lock:
             if self._pool is None or self._tls_key != key:
                 conn = self.connection
                 context = ssl_context(conn, *key) if conn.secure else None
-                kwargs: dict[str, Any] = {"maxsize": self._maxsize, "block": False}
-                if context is not None:
-                    kwargs["ssl_context"] = context
-                    if conn.insecure:
-                        kwargs.update(cert_reqs="CERT_NONE", assert_hostname=False)
-                    elif conn.tls_server_name:
-                        kwargs["server_hostname"] = conn.tls_server_name
-                if conn.insecure:
-                    # kubectl is quiet about an insecure server too; tests run warnings as errors.
-                    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-                if conn.proxy_url:
-                    self._pool = urllib3.ProxyManager(conn.proxy_url, **kwargs)
-                else:
-                    self._pool = urllib3.PoolManager(**kwargs)
+                if self._pool is not None:
+                    self._pool.close()
+                self._pool = HttpPool(conn.server, context, conn.tls_server_name,
+                                      conn.proxy_url, self._maxsize)
                 self._ssl, self._tls_key = context, key
             return self._pool, self._ssl
 
@@ -104,26 +93,25 @@ class Transport:
     def _request_once(self, auth: Auth, method: str, path: str,
                       query: list[tuple[str, str]] | None, body: bytes | None,
                       content_type: str) -> tuple[int, bytes]:
-        import urllib3
+        import http.client
+        import ssl
 
         pool, _ = self._tls(auth)
-        headers = urllib3.HTTPHeaderDict({"Accept": "application/json"})
-        for name, value in self.headers(auth):
-            headers.add(name, value)
+        headers = [("Accept", "application/json"), *self.headers(auth)]
         if body is not None:
-            headers["Content-Type"] = content_type
-        seconds = self.connection.request_timeout
-        timeout = urllib3.Timeout(total=seconds) if seconds else urllib3.Timeout(None, None)
+            headers.append(("Content-Type", content_type))
+        target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         try:
-            response = pool.request(method, self.url(path, query), body=body, headers=headers,
-                                    timeout=timeout, retries=False)
-        except urllib3.exceptions.HTTPError as exc:
-            # No answer (timeout, refused, reset) may pass by itself; a TLS failure will not.
-            tls = isinstance(exc, urllib3.exceptions.SSLError)
-            kind = ClusterError if tls else UnavailableError
+            return pool.request(method, target, headers, body, self.connection.request_timeout)
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            # A certificate or handshake failure will not pass by asking again.
+            raise ClusterError(f"cannot reach the API server at {self.describe()}: "
+                               f"{_reason(exc)}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            # No answer (timeout, refused, reset) may pass by itself; a proxy's refusal will not.
+            kind = ClusterError if "Tunnel connection failed" in str(exc) else UnavailableError
             raise kind(f"cannot reach the API server at {self.describe()}: "
                        f"{_reason(exc)}") from None
-        return int(response.status), bytes(response.data)
 
     # -- websockets --------------------------------------------------------------------------
 
@@ -141,38 +129,32 @@ class Transport:
 
     def _websocket_once(self, auth: Auth, path: str, query: list[tuple[str, str]],
                         protocols: list[str], timeout: float) -> Any:
+        """websocket-client speaks the protocol on a socket that `httppool` opened: TLS and
+        proxy as for REST (left to itself, it would read proxy variables on its own)."""
         import websocket
 
-        _, context = self._tls(auth)
-        sslopt: dict[str, Any] = {}
-        if context is not None:
-            sslopt["context"] = context
-            if self.connection.tls_server_name:
-                sslopt["server_hostname"] = self.connection.tls_server_name
-            if self.connection.insecure:
-                sslopt["check_hostname"] = False
-        options: dict[str, Any] = {}
-        if self.connection.proxy_url:
-            proxy = urllib.parse.urlsplit(self.connection.proxy_url)
-            options.update(http_proxy_host=proxy.hostname, http_proxy_port=proxy.port,
-                           proxy_type="http")
+        pool, _ = self._tls(auth)
         url = self.url(path, query).replace("https://", "wss://", 1).replace("http://",
                                                                               "ws://", 1)
-        ws: Any = websocket.WebSocket(sslopt=sslopt, skip_utf8_validation=True)
+        sock = pool.open_socket(timeout)
+        ws: Any = websocket.WebSocket(skip_utf8_validation=True)
         try:
             ws.connect(url, header=[f"{k}: {v}" for k, v in self.headers(auth)],
                        subprotocols=protocols, timeout=timeout, suppress_origin=True,
-                       **options)
+                       socket=sock)
         except websocket.WebSocketBadStatusException as exc:
             ws.shutdown()
             raise HandshakeError(int(exc.status_code), bytes(exc.resp_body or b"")) from None
         except BaseException:
             ws.shutdown()
+            sock.close()
             raise
         return ws
 
 
 def _reason(exc: BaseException) -> str:
-    """urllib3 nests the cause (MaxRetryError -> NewConnectionError -> OSError)."""
-    reason = getattr(exc, "reason", None)
-    return str(reason if reason is not None else exc) or type(exc).__name__
+    """The error's words, or its kind when it has none (a bare timeout)."""
+    text = str(exc)
+    if isinstance(exc, TimeoutError) or type(exc).__name__ == "timeout":
+        return f"timed out{f' ({text})' if text and text != 'timed out' else ''}"
+    return text or type(exc).__name__

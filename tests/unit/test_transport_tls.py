@@ -5,6 +5,7 @@ headers, 401 and --request-timeout. Certificates are made by the openssl command
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
 import subprocess
@@ -43,6 +44,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the API server
     seen: list[dict[str, Any]] = []  # noqa: RUF012  (shared by the test and the server thread)
 
     def do_GET(self) -> None:
@@ -137,3 +139,166 @@ def test_request_timeout_applies_to_rest(tmp_path: Path, pki: Path, server: int)
     with pytest.raises(UnavailableError, match="cannot reach the API server"):
         k.list_services("slow")
     assert time.monotonic() - started < 2.5
+
+
+class RecordingProxy:
+    """A small real http proxy on loopback: CONNECT tunnels, absolute-URI requests forwarded.
+    Records each request line and its Proxy-Authorization. Every name resolves to loopback
+    here (as a proxy may know names the client cannot resolve)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.seen: list[tuple[str, str | None]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(client,), daemon=True).start()
+
+    def _one(self, client: Any) -> None:
+        import socket
+        import urllib.parse
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        auth = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                     if line.lower().startswith("proxy-authorization:")), None)
+        self.seen.append((lines[0], auth))
+        method, target, _ = lines[0].split(" ")
+        if method == "CONNECT":
+            _, port = target.rsplit(":", 1)
+            upstream = socket.create_connection(("127.0.0.1", int(port)))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+        else:  # forward, rewritten to origin form
+            url = urllib.parse.urlsplit(target)
+            upstream = socket.create_connection(("127.0.0.1", url.port or 80))
+            rest = head.replace(target.encode(), (url.path + (f"?{url.query}" if url.query
+                                                                else "")).encode(), 1)
+        upstream.sendall(rest)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _pipe(source: Any, target: Any) -> None:
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[RecordingProxy]:
+    running = RecordingProxy()
+    yield running
+    running.close()
+
+
+def test_rest_and_websockets_go_through_the_kubeconfigs_proxy(
+        tmp_path: Path, pki: Path, server: int, proxy: RecordingProxy) -> None:
+    from kubectl_keepalive.model import Pod
+
+    Handler.seen.clear()
+    cluster = {"certificate-authority-data": b64(pki / "ca.crt"), "tls-server-name": "kube.test",
+               "proxy-url": f"http://jane:s%3Acret@127.0.0.1:{proxy.port}"}
+    k = kube(tmp_path, pki, server, cluster, {"token": "t"})
+    assert k.list_services("a") == []
+    assert k.list_services("b") == []  # the tunnel is kept and used again
+    basic = "Basic " + base64.b64encode(b"jane:s:cret").decode()
+    assert [(line.rsplit(" ", 1)[0], auth) for line, auth in proxy.seen] == [
+        (f"CONNECT 127.0.0.1:{server}", basic)]
+    assert [s["path"] for s in Handler.seen] == ["/api/v1/namespaces/a/services",
+                                                 "/api/v1/namespaces/b/services"]
+    # The port-forward websocket takes the same proxy (the test server refuses the upgrade).
+    with pytest.raises(ClusterError):
+        k.read_admin(Pod("a", "p"), "listeners", 5.0)
+    assert len(proxy.seen) == 2 and proxy.seen[1][0].startswith("CONNECT 127.0.0.1:")
+
+
+def test_an_http_server_through_the_proxy_gets_absolute_urls(
+        tmp_path: Path, proxy: RecordingProxy) -> None:
+    Handler.seen.clear()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        port = int(httpd.server_address[1])
+        path = tmp_path / "config"
+        path.write_text(yaml.safe_dump({
+            "current-context": "a", "contexts": [{"name": "a", "context": {"cluster": "c",
+                                                                            "user": "u"}}],
+            "clusters": [{"name": "c", "cluster": {
+                "server": f"http://127.0.0.1:{port}/prefix",
+                "proxy-url": f"http://127.0.0.1:{proxy.port}"}}],
+            "users": [{"name": "u", "user": {}}]}))
+        k = KubeCluster(resolve(str(path), None, None, {}))
+        assert k.list_services("a") == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert proxy.seen == [(f"GET http://127.0.0.1:{port}/prefix/api/v1/namespaces/a/services "
+                           "HTTP/1.1", None)]
+    assert Handler.seen[-1]["path"] == "/prefix/api/v1/namespaces/a/services"
+
+
+def test_a_closed_idle_connection_is_replaced_not_reported(
+        tmp_path: Path, pki: Path, server: int) -> None:
+    k = kube(tmp_path, pki, server, {"insecure-skip-tls-verify": True}, {"token": "t"})
+    assert k.list_services("x") == []
+    pool, _ = k._transport._tls(k.connection.credentials.current())
+    assert len(pool._idle) == 1
+    for conn in pool._idle:  # the server (or a balancer) drops the idle connection
+        conn.sock.shutdown(2)
+    assert k.list_services("x") == []
+    assert len(pool._idle) == 1 and pool._idle[0].sock is not None
+
+
+def test_the_environments_proxy_carries_rest_and_websockets_unless_no_proxy(
+        tmp_path: Path, pki: Path, server: int, proxy: RecordingProxy) -> None:
+    """HTTPS_PROXY as kubectl reads it, for a server name only the proxy can resolve."""
+    from kubectl_keepalive.model import Pod
+
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({
+        "current-context": "a", "contexts": [{"name": "a", "context": {"cluster": "c",
+                                                                        "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": {
+            "server": f"https://kube.test:{server}",
+            "certificate-authority-data": b64(pki / "ca.crt")}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    env = {"HTTPS_PROXY": f"127.0.0.1:{proxy.port}"}
+    k = KubeCluster(resolve(str(path), None, None, env), env=env)
+    assert k.list_services("a") == []
+    with pytest.raises(ClusterError):  # the test server refuses the upgrade
+        k.read_admin(Pod("a", "p"), "listeners", 5.0)
+    assert [line.split(" ")[:2] for line, _ in proxy.seen] == [
+        ["CONNECT", f"kube.test:{server}"]] * 2
+    # NO_PROXY sends both directly (and the name does not resolve here): nothing reaches it.
+    proxy.seen.clear()
+    direct = {**env, "NO_PROXY": ".test"}
+    k = KubeCluster(resolve(str(path), None, None, direct), env=direct)
+    with pytest.raises(UnavailableError):
+        k.list_services("a")
+    with pytest.raises(ClusterError):
+        k.read_admin(Pod("a", "p"), "listeners", 5.0)
+    assert proxy.seen == []

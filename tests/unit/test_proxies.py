@@ -1,0 +1,73 @@
+"""Which proxy a server is reached through: kubeconfig, then the environment as client-go reads
+it (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), loopback never, non-http proxies refused by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubectl_keepalive.errors import UsageError
+from kubectl_keepalive.proxies import Proxy, choose
+
+HTTPS = "https://api.example.com:6443"
+
+
+def test_the_kubeconfig_wins_over_the_environment() -> None:
+    env = {"HTTPS_PROXY": "http://env:3128"}
+    assert choose(HTTPS, "http://kc:8080", env) == Proxy("http://kc:8080", "proxy-url")
+    # Even for a loopback server: the kubeconfig says so explicitly.
+    assert choose("https://127.0.0.1:6443", "http://kc:8080", {}) == Proxy(
+        "http://kc:8080", "proxy-url")
+
+
+@pytest.mark.parametrize(("server", "env", "expected"), [
+    (HTTPS, {"HTTPS_PROXY": "http://p:3128"}, Proxy("http://p:3128", "HTTPS_PROXY")),
+    (HTTPS, {"https_proxy": "p:3128"}, Proxy("http://p:3128", "https_proxy")),
+    (HTTPS, {"HTTP_PROXY": "http://p:3128"}, None),  # the scheme's own variable only
+    ("http://api.example.com", {"HTTP_PROXY": "http://p:3128"},
+     Proxy("http://p:3128", "HTTP_PROXY")),
+    ("https://localhost:6443", {"HTTPS_PROXY": "http://p:3128"}, None),
+    ("https://127.0.0.1:6443", {"HTTPS_PROXY": "http://p:3128"}, None),
+    ("https://[::1]:6443", {"HTTPS_PROXY": "http://p:3128"}, None),
+    (HTTPS, {}, None),
+])
+def test_the_environment(server: str, env: dict[str, str], expected: Proxy | None) -> None:
+    assert choose(server, None, env) == expected
+
+
+@pytest.mark.parametrize(("no_proxy", "bypassed"), [
+    ("*", True),
+    ("example.com", True),  # the name and its subdomains
+    (".example.com", True),
+    ("api.example.com", True),
+    ("other.com, example.com", True),
+    ("ample.com", False),  # a suffix that is not a whole label
+    (".api.example.com", False),  # subdomains only
+    ("api.example.com:6443", True),
+    ("api.example.com:443", False),
+    ("10.0.0.0/8", False),  # ranges match addresses, not names
+    ("", False),
+])
+def test_no_proxy(no_proxy: str, bypassed: bool) -> None:
+    env = {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": no_proxy}
+    assert (choose(HTTPS, None, env) is None) is bypassed
+
+
+def test_no_proxy_ranges_and_addresses() -> None:
+    env = {"HTTPS_PROXY": "http://p:3128", "no_proxy": "10.0.0.0/8,192.0.2.7"}
+    assert choose("https://10.1.2.3:6443", None, env) is None
+    assert choose("https://192.0.2.7:6443", None, env) is None
+    assert choose("https://192.0.2.8:6443", None, env) is not None
+
+
+@pytest.mark.parametrize(("proxy_url", "env", "names"), [
+    ("socks5://p:1080", {}, "proxy-url socks5://p:1080"),
+    ("https://p:3128", {}, "proxy-url https://p:3128"),
+    (None, {"HTTPS_PROXY": "socks5://p:1080"}, "HTTPS_PROXY socks5://p:1080"),
+    ("http://", {}, "proxy-url http://"),
+])
+def test_other_proxies_are_refused_by_name(proxy_url: str | None, env: dict[str, str],
+                                           names: str) -> None:
+    with pytest.raises(UsageError, match="only http:// proxies") as refused:
+        choose(HTTPS, proxy_url, env)
+    assert str(refused.value).startswith(names)
+    assert ("NO_PROXY" in str(refused.value)) is (proxy_url is None)
