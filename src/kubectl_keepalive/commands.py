@@ -272,9 +272,9 @@ def wanted_settings(ctx: Context, cluster: Any) -> KeepaliveSettings | app.Setti
 def _recommended(ctx: Context, cluster: Any, gateways: Sequence[Gateway],
                  default: KeepaliveSettings) -> KeepaliveSettings:
     """Without --idle, stay safely below the balancer's idle timeout when the Service tells it."""
-    from kubectl_keepalive import diagnose
+    from kubectl_keepalive import fronts
 
-    advice = diagnose.recommend(cluster, gateways)
+    advice = fronts.recommend(cluster, gateways)
     if advice is None:
         return default
     ctx.note(f"note: using idle={advice.settings.idle}s interval={advice.settings.interval}s "

@@ -18,8 +18,10 @@ from dataclasses import dataclass, replace
 from kubectl_keepalive import sockopts
 from kubectl_keepalive.durations import format_duration
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.model import Keepalive, KeepaliveSettings
+from kubectl_keepalive.model import Keepalive
 
+from .advice import DEFAULT_KEEPALIVE as DEFAULT_KEEPALIVE  # re-exported
+from .advice import recommend_keepalive as recommend_keepalive  # re-exported
 from .balancers import Balancer, Layer
 from .timers import ChainTimers, Counts, PortTimers, RouteTimers, Start, State, Timer
 
@@ -27,8 +29,6 @@ from .timers import ChainTimers, Counts, PortTimers, RouteTimers, Start, State, 
 KERNEL_KEEPIDLE = sockopts.KERNEL_DEFAULTS.idle
 KERNEL_KEEPINTVL = sockopts.KERNEL_DEFAULTS.interval
 
-# What `enable` uses when nothing is known (app.DEFAULT_SETTINGS); kept here to stay pure.
-DEFAULT_KEEPALIVE = KeepaliveSettings(idle=60, interval=10, probes=3)
 
 # Istio ProxyConfig defaults (mesh.proto): drainDuration 45s, terminationDrainDuration 5s.
 ISTIO_DRAIN_DURATION = 45.0
@@ -120,36 +120,6 @@ class Report:
     def exit_code(self) -> int:
         """0 when nothing fires before --duration, 1 when something does."""
         return 1 if self.cut else 0
-
-
-@dataclass(frozen=True)
-class KeepaliveAdvice:
-    settings: KeepaliveSettings
-    reason: str
-
-
-def recommend_keepalive(
-    idle_timeout_s: float, default: KeepaliveSettings = DEFAULT_KEEPALIVE
-) -> KeepaliveAdvice:
-    """Keepalive settings safely below a packet-counting idle timer of `idle_timeout_s`.
-
-    Aim: a probe (and, if one is lost, its retry after `interval`) reaches the middlebox within
-    half its timeout, so one lost probe or a slow timer never lets the flow expire.
-    """
-    if idle_timeout_s < 2:
-        raise UsageError(f"an idle timeout of {idle_timeout_s:g}s is too short for keepalive")
-    budget = idle_timeout_s / 2
-    shown = format_duration(int(idle_timeout_s))
-    if default.idle + default.interval <= budget:
-        return KeepaliveAdvice(default, (
-            f"the defaults (first probe after {default.idle}s, retry every {default.interval}s) "
-            f"stay under half of the {shown} idle timeout in front"))
-    interval = max(1, math.floor(budget / 4))
-    idle = max(1, math.floor(budget) - interval)
-    settings = KeepaliveSettings(idle=idle, interval=interval, probes=default.probes)
-    return KeepaliveAdvice(settings, (
-        f"first probe after {idle}s and a retry {interval}s later reach the middlebox within "
-        f"half of its {shown} idle timeout"))
 
 
 def drain_timers(
