@@ -119,8 +119,8 @@ def find_download(cache: Path, pin: Pin) -> Path:
 
 
 def skipped(name: str) -> bool:
-    """Wheel members the plugin never needs: compiled files, tests (websocket-client ships
-    its own), and install records that name files we leave out."""
+    """Wheel members the plugin never needs: compiled files, tests, and install records that
+    name files we leave out."""
     parts = name.split("/")
     return (
         name.endswith(("/", ".pyc", ".so", ".pyd", "/RECORD", "/INSTALLER", "/REQUESTED"))

@@ -1,6 +1,6 @@
 """The one module that talks to Kubernetes: the API verbs the use cases need.
 
-Requests go through `transport` (http.client and websocket-client, with the kubeconfig's TLS,
+Requests go through `transport` (http.client and `websock`, with the kubeconfig's TLS,
 credentials and impersonation built by `connection` and `credentials`); the kubernetes package is
 not imported at all: its `__init__` alone costs ~180 ms (its kubeconfig loader pulls requests,
 oauthlib and pydantic), and the plugin needs only a dozen fields. Every write names its content

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kubectl_keepalive import websock
+
 CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 
 
@@ -35,18 +37,16 @@ class _Frames:
 
     def next(self) -> tuple[int, bytes] | None:
         """(channel, payload) of the next data frame, or None once the server closed."""
-        import websocket
-
         while not self.closed:
             left = self._deadline - time.monotonic()
             if left <= 0:
                 raise StreamError("timed out")
             self._ws.settimeout(left)
             opcode, data = self._ws.recv_data()
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if opcode == websock.OPCODE_CLOSE:
                 self.closed = True
                 return None
-            if opcode not in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_TEXT):
+            if opcode not in (websock.OPCODE_BINARY, websock.OPCODE_TEXT):
                 continue
             data = bytes(data)
             if not data:

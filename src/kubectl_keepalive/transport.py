@@ -1,23 +1,25 @@
 """HTTP and websocket requests to the API server, with the connection's TLS and headers.
 
-http.client (through `httppool`) for REST and websocket-client for the streaming subresources:
-both light to import, unlike the kubernetes package, whose `__init__` loads its kubeconfig
-loader (requests, oauthlib, pydantic) on any import. Every request, websockets included,
-carries the Authorization and Impersonate-* headers; a 401 makes exec plugins and token files
-run again once, as client-go does. Failures to reach the server become ClusterError (TLS: asking
-again will not help) or UnavailableError (no answer: it may pass); statuses are left to the
-caller.
+http.client (through `httppool`) for REST and `websock` for the streaming subresources, on
+sockets that `httppool` opens: light to import, unlike the kubernetes package, whose `__init__`
+loads its kubeconfig loader (requests, oauthlib, pydantic) on any import. Every request,
+websockets included, carries the Authorization and Impersonate-* headers; a 401 makes exec
+plugins and token files run again once, as client-go does. Failures to reach the server become
+ClusterError (TLS: asking again will not help) or UnavailableError (no answer: it may pass);
+statuses are left to the caller.
 """
 
 from __future__ import annotations
 
 import threading
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from kubectl_keepalive import websock
 from kubectl_keepalive.connection import Connection, ssl_context
 from kubectl_keepalive.credentials import Auth
 from kubectl_keepalive.errors import ClusterError, UnavailableError
+from kubectl_keepalive.websock import HandshakeError as HandshakeError  # re-exported
 
 if TYPE_CHECKING:
     import ssl
@@ -25,15 +27,6 @@ if TYPE_CHECKING:
     from kubectl_keepalive.httppool import HttpPool
 
 USER_AGENT = "kubectl-keepalive"
-
-
-class HandshakeError(Exception):
-    """A websocket upgrade the server answered with an HTTP status instead of 101."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(f"websocket handshake answered {status}")
-        self.status = status
-        self.body = body
 
 
 class Transport:
@@ -72,10 +65,6 @@ class Transport:
         if auth.authorization:
             found.append(("Authorization", auth.authorization))
         return found + list(self.connection.impersonation)
-
-    def url(self, path: str, query: list[tuple[str, str]] | None = None) -> str:
-        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
-        return f"{self.connection.server}{path}{suffix}"
 
     # -- REST --------------------------------------------------------------------------------
 
@@ -116,7 +105,7 @@ class Transport:
     # -- websockets --------------------------------------------------------------------------
 
     def websocket(self, path: str, query: list[tuple[str, str]], protocols: list[str],
-                  timeout: float) -> Any:
+                  timeout: float) -> websock.WebSocket:
         """An open websocket to a streaming subresource; HandshakeError on an HTTP status."""
         auth = self.connection.credentials.current()
         try:
@@ -128,28 +117,18 @@ class Transport:
                                     protocols, timeout)
 
     def _websocket_once(self, auth: Auth, path: str, query: list[tuple[str, str]],
-                        protocols: list[str], timeout: float) -> Any:
-        """websocket-client speaks the protocol on a socket that `httppool` opened: TLS and
-        proxy as for REST (left to itself, it would read proxy variables on its own)."""
-        import websocket
-
+                        protocols: list[str], timeout: float) -> websock.WebSocket:
+        """The upgrade on a socket `httppool` opened: TLS and proxy as for REST."""
         pool, _ = self._tls(auth)
-        url = self.url(path, query).replace("https://", "wss://", 1).replace("http://",
-                                                                              "ws://", 1)
+        target = pool.server.prefix + path + (f"?{urllib.parse.urlencode(query)}"
+                                              if query else "")
         sock = pool.open_socket(timeout)
-        ws: Any = websocket.WebSocket(skip_utf8_validation=True)
         try:
-            ws.connect(url, header=[f"{k}: {v}" for k, v in self.headers(auth)],
-                       subprotocols=protocols, timeout=timeout, suppress_origin=True,
-                       socket=sock)
-        except websocket.WebSocketBadStatusException as exc:
-            ws.shutdown()
-            raise HandshakeError(int(exc.status_code), bytes(exc.resp_body or b"")) from None
+            return websock.connect(sock, pool.server.netloc, target, self.headers(auth),
+                                   protocols, timeout)
         except BaseException:
-            ws.shutdown()
             sock.close()
             raise
-        return ws
 
 
 def _reason(exc: BaseException) -> str:

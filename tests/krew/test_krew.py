@@ -211,7 +211,7 @@ def test_archive_runs_from_its_own_directory_only(built: Build) -> None:
     # Every runtime dependency is inside, and nothing else: no Kubernetes client, no tests.
     packages = {n.split("/")[1] for n in names if n.startswith("lib/") and n.count("/") >= 1}
     code = {p for p in packages if not p.endswith(".dist-info")}
-    assert code == {"kubectl_keepalive", "yaml", "websocket", "jsonpatch.py", "jsonpointer.py"}
+    assert code == {"kubectl_keepalive", "yaml", "jsonpatch.py", "jsonpointer.py"}
     assert not any("/tests/" in n for n in names)
     assert not any(n.endswith((".so", ".pyd", ".pyc")) for n in names)
 
@@ -386,7 +386,7 @@ DECOY = "raise ImportError('decoy {name} imported: the plugin is not isolated')\
 @pytest.fixture
 def clean_python(tmp_path: Path) -> Path:
     """A python3 (a venv without pip) where none of the plugin's dependencies import, with
-    decoys of `yaml` and `websocket` in its site-packages and a .pth file that would plant a
+    decoys of `yaml` and `jsonpointer` in its site-packages and a .pth file that would plant a
     fake `jsonpatch` at start-up; all three would win over the bundle without isolation."""
     venv = tmp_path / "clean-python"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
@@ -394,7 +394,7 @@ def clean_python(tmp_path: Path) -> Path:
     python = venv / "bin" / "python3"
     site = Path(subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    for name in ("yaml", "websocket"):
+    for name in ("yaml", "jsonpointer"):
         (site / name).mkdir()
         (site / name / "__init__.py").write_text(DECOY.format(name=name))
     (site / "kka_decoy.py").write_text(
@@ -474,8 +474,8 @@ def test_krew_installs_runs_and_uninstalls_the_plugin(built: Build, krew: Krew) 
     probe = krew.run(
         "python3", "-I", "-S", "-c",
         f"import sys; sys.path.insert(0, {str(store / 'lib')!r}); import yaml, jsonpatch, "
-        "websocket; print(yaml.__file__, websocket.__file__, jsonpatch.__file__, "
-        "websocket.WebSocket)")
+        "jsonpointer; print(yaml.__file__, jsonpointer.__file__, jsonpatch.__file__, "
+        "jsonpatch.apply_patch)")
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.count(str(store)) == 3
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websocket
 import yaml
 
+from kubectl_keepalive import websock
 from kubectl_keepalive.errors import ClusterError, ForbiddenError
 from kubectl_keepalive.kube import KubeCluster
 from kubectl_keepalive.kubeconfig import ConnectionFlags, resolve
@@ -18,7 +18,7 @@ from kubectl_keepalive.model import Pod
 from kubectl_keepalive.transport import HandshakeError
 
 POD = Pod(namespace="gw", name="gateway-1")
-BINARY, CLOSE = websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CLOSE
+BINARY, CLOSE = websock.OPCODE_BINARY, websock.OPCODE_CLOSE
 
 
 class FakeSocket:
@@ -82,8 +82,9 @@ def data(channel: int, payload: bytes, first: bool = False) -> tuple[int, bytes]
 @pytest.mark.parametrize("failure", [
     {"fail_send": BrokenPipeError(32, "Broken pipe")},
     {"fail_send": ConnectionResetError(104, "Connection reset by peer")},
-    {"fail_recv": websocket.WebSocketConnectionClosedException("closed")},
-    {"fail_recv": websocket.WebSocketTimeoutException("timed out")},
+    {"fail_recv": ConnectionResetError("the server closed the connection")},
+    {"fail_recv": TimeoutError("timed out")},
+    {"fail_recv": websock.ProtocolError("a frame of 18446744073709551615 bytes")},
     {"fail_recv": ValueError("junk")},
 ])
 def test_port_forward_failures_are_the_pods_cluster_error(

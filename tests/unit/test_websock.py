@@ -1,0 +1,215 @@
+"""The websocket client against a small server written here from RFC 6455 (a real socket on
+loopback): handshake and its failures, masking, fragments, pings, close, broken frames."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kubectl_keepalive import websock
+
+Script = Callable[[socket.socket, dict[str, str]], None]
+
+
+def accept_value(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + websock.ACCEPT_GUID).encode()).digest()).decode()
+
+
+def frame(opcode: int, payload: bytes, final: bool = True) -> bytes:
+    """A server frame: never masked."""
+    head = bytes([(0x80 if final else 0) | opcode])
+    size = len(payload)
+    if size < 126:
+        return head + bytes([size]) + payload
+    if size < 1 << 16:
+        return head + bytes([126]) + struct.pack(">H", size) + payload
+    return head + bytes([127]) + struct.pack(">Q", size) + payload
+
+
+def read_client_frame(conn: socket.socket) -> tuple[int, bytes]:
+    """A client frame, which must be masked; (opcode, unmasked payload)."""
+    def exact(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            assert chunk, "client went away"
+            data += chunk
+        return data
+
+    first, second = exact(2)
+    assert second & 0x80, "a client frame must be masked"
+    size = second & 0x7F
+    if size == 126:
+        (size,) = struct.unpack(">H", exact(2))
+    mask = exact(4)
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(exact(size)))
+    return first & 0x0F, payload
+
+
+class Server:
+    """One connection: reads the upgrade request, then runs the test's script."""
+
+    def __init__(self, script: Script) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.request: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(script,), daemon=True)
+        self.thread.start()
+
+    def _run(self, script: Script) -> None:
+        conn, _ = self.listener.accept()
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            lines = head.decode().split("\r\n")
+            self.request["line"] = lines[0]
+            for line in lines[1:]:
+                if ":" in line:
+                    name, value = line.split(":", 1)
+                    self.request[name.strip().lower()] = value.strip()
+            script(conn, self.request)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            conn.close()
+
+    def join(self) -> None:
+        self.thread.join(timeout=10)
+        self.listener.close()
+        if self.error:
+            raise self.error
+
+
+def upgrade(conn: socket.socket, request: dict[str, str], extra: bytes = b"") -> None:
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                 + accept_value(request["sec-websocket-key"]).encode()
+                 + b"\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n" + extra)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Script], tuple[Server, socket.socket]]]:
+    started: list[Server] = []
+
+    def start(script: Script) -> tuple[Server, socket.socket]:
+        server = Server(script)
+        started.append(server)
+        return server, socket.create_connection(("127.0.0.1", server.port))
+
+    yield start
+    for server in started:
+        server.join()
+
+
+def test_messages_both_ways(serve: Callable[[Script], tuple[Server, socket.socket]]) -> None:
+    big = bytes(range(256)) * 300  # 76800 bytes: the 64-bit length form
+
+    def script(conn: socket.socket, request: dict[str, str]) -> None:
+        # Frames may follow the 101 in the same packet.
+        upgrade(conn, request, frame(websock.OPCODE_BINARY, b"\x00\x98\x3a"))
+        conn.sendall(frame(websock.OPCODE_PING, b"are you there")
+                     + frame(websock.OPCODE_BINARY, b"one ", final=False)
+                     + frame(websock.OPCODE_CONTINUATION, b"message")
+                     + frame(websock.OPCODE_TEXT, b"text") + frame(websock.OPCODE_BINARY, big))
+        assert read_client_frame(conn) == (websock.OPCODE_PONG, b"are you there")
+        assert read_client_frame(conn) == (websock.OPCODE_BINARY, b"\x00GET / HTTP/1.1\r\n")
+        assert read_client_frame(conn) == (websock.OPCODE_BINARY, b"x" * 300)
+        assert read_client_frame(conn)[0] == websock.OPCODE_CLOSE
+        conn.sendall(frame(websock.OPCODE_CLOSE, struct.pack(">H", 1000)))
+
+    server, sock = serve(script)
+    ws = websock.connect(sock, f"127.0.0.1:{server.port}", "/api/v1/x?ports=15000",
+                         [("Authorization", "Bearer t"), ("Impersonate-Group", "a"),
+                          ("Impersonate-Group", "b")], ["v4.channel.k8s.io"], 5.0)
+    assert ws.subprotocol == "v4.channel.k8s.io"
+    assert ws.recv_data() == (websock.OPCODE_BINARY, b"\x00\x98\x3a")
+    assert ws.recv_data() == (websock.OPCODE_BINARY, b"one message")  # ping answered first
+    ws.send_binary(b"\x00GET / HTTP/1.1\r\n")
+    assert ws.recv_data() == (websock.OPCODE_TEXT, b"text")
+    assert ws.recv_data() == (websock.OPCODE_BINARY, big)
+    ws.send_binary(b"x" * 300)  # the 16-bit length form
+    ws.close()
+    server.join()
+    assert server.request["line"] == "GET /api/v1/x?ports=15000 HTTP/1.1"
+    assert server.request["sec-websocket-protocol"] == "v4.channel.k8s.io"
+    assert server.request["authorization"] == "Bearer t"
+    assert server.request["upgrade"] == "websocket"
+
+
+@pytest.mark.parametrize(("answer", "body"), [
+    (b'HTTP/1.1 403 Forbidden\r\nContent-Length: 16\r\n\r\n{"message":"no"}',
+     b'{"message":"no"}'),
+    (b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+     b"hello"),
+    (b"HTTP/1.0 500 Internal Server Error\r\n\r\nbroken", b"broken"),
+])
+def test_an_upgrade_answered_with_a_status(
+        serve: Callable[[Script], tuple[Server, socket.socket]], answer: bytes,
+        body: bytes) -> None:
+    _server, sock = serve(lambda conn, _request: conn.sendall(answer))
+    with pytest.raises(websock.HandshakeError) as refused:
+        websock.connect(sock, "h", "/", [], [], 5.0)
+    assert refused.value.status == int(answer.split(b" ")[1])
+    assert refused.value.body == body
+    sock.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n",
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\n" + b"X: y\r\n" * 20000,  # past MAX_HEAD
+])
+def test_a_broken_handshake_is_a_protocol_error(
+        serve: Callable[[Script], tuple[Server, socket.socket]], answer: bytes) -> None:
+    def script(conn: socket.socket, _request: dict[str, str]) -> None:
+        conn.sendall(answer)
+        conn.recv(1)  # until the client gives up
+
+    _server, sock = serve(script)
+    with pytest.raises(websock.ProtocolError):
+        websock.connect(sock, "h", "/", [], [], 5.0)
+    sock.close()
+
+
+@pytest.mark.parametrize("frames", [
+    frame(websock.OPCODE_CONTINUATION, b"orphan"),
+    frame(websock.OPCODE_BINARY, b"a", final=False) + frame(websock.OPCODE_BINARY, b"b"),
+    bytes([0x82, 127]) + struct.pack(">Q", 1 << 40),
+])
+def test_broken_frames_are_protocol_errors(
+        serve: Callable[[Script], tuple[Server, socket.socket]], frames: bytes) -> None:
+    _server, sock = serve(lambda conn, request: upgrade(conn, request, frames))
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    with pytest.raises(websock.ProtocolError):
+        ws.recv_data()
+    ws.shutdown()
+
+
+def test_a_server_that_goes_away_or_goes_quiet(
+        serve: Callable[[Script], tuple[Server, socket.socket]]) -> None:
+    _server, sock = serve(lambda conn, request: upgrade(conn, request, b"\x82"))  # half a frame
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    with pytest.raises(ConnectionResetError):
+        ws.recv_data()
+    ws.shutdown()
+    quiet = threading.Event()
+
+    def stall(conn: socket.socket, request: dict[str, str]) -> None:
+        upgrade(conn, request)
+        quiet.wait(5)
+
+    _server, sock = serve(stall)
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    ws.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        ws.recv_data()
+    quiet.set()
+    ws.shutdown()
