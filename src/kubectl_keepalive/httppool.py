@@ -19,6 +19,10 @@ import threading
 import urllib.parse
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 
 @dataclass(frozen=True)
@@ -58,22 +62,24 @@ class _TLSConnection(http.client.HTTPConnection):
 
     default_port = 443
 
-    def __init__(self, host: str, port: int, timeout: float | None, context: object,
-                 server_name: str) -> None:
+    def __init__(self, host: str, port: int, timeout: float | None,
+                 context: ssl.SSLContext | None, server_name: str) -> None:
         super().__init__(host, port, timeout=timeout)
         self._context = context
         self._server_name = server_name
 
     def connect(self) -> None:
         super().connect()  # TCP, and the CONNECT tunnel when set
-        self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
-            self.sock, server_hostname=self._server_name)
+        if self._context is None:
+            raise ValueError("an https server needs a TLS context")
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
 
 
 class HttpPool:
     """Connections to one server, made as needed and kept while the server keeps them."""
 
-    def __init__(self, server: str, context: object | None, server_name: str | None = None,
+    def __init__(self, server: str, context: ssl.SSLContext | None,
+                 server_name: str | None = None,
                  proxy_url: str | None = None, maxsize: int = 32) -> None:
         self.server = Endpoint.parse(server)
         self._context = context

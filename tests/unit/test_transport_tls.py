@@ -86,16 +86,21 @@ def b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def kube(tmp_path: Path, pki: Path, port: int, cluster: dict[str, Any],
-         user: dict[str, Any], flags: ConnectionFlags | None = None) -> KubeCluster:
+def kubeconfig(tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> str:
+    """A kubeconfig of one context "a": cluster "c" and user "u" as given."""
     path = tmp_path / "config"
     path.write_text(yaml.safe_dump({
         "current-context": "a", "contexts": [{"name": "a", "context": {"cluster": "c",
                                                                         "user": "u"}}],
-        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}",
-                                               **cluster}}],
+        "clusters": [{"name": "c", "cluster": cluster}],
         "users": [{"name": "u", "user": user}]}))
-    return KubeCluster(resolve(str(path), None, None, {}, flags=flags))
+    return str(path)
+
+
+def kube(tmp_path: Path, pki: Path, port: int, cluster: dict[str, Any],
+         user: dict[str, Any], flags: ConnectionFlags | None = None) -> KubeCluster:
+    path = kubeconfig(tmp_path, {"server": f"https://127.0.0.1:{port}", **cluster}, user)
+    return KubeCluster(resolve(path, None, None, {}, flags=flags))
 
 
 def test_ca_client_cert_sni_and_impersonation(tmp_path: Path, pki: Path, server: int) -> None:
@@ -243,15 +248,9 @@ def test_an_http_server_through_the_proxy_gets_absolute_urls(
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         port = int(httpd.server_address[1])
-        path = tmp_path / "config"
-        path.write_text(yaml.safe_dump({
-            "current-context": "a", "contexts": [{"name": "a", "context": {"cluster": "c",
-                                                                            "user": "u"}}],
-            "clusters": [{"name": "c", "cluster": {
-                "server": f"http://127.0.0.1:{port}/prefix",
-                "proxy-url": f"http://127.0.0.1:{proxy.port}"}}],
-            "users": [{"name": "u", "user": {}}]}))
-        k = KubeCluster(resolve(str(path), None, None, {}))
+        path = kubeconfig(tmp_path, {"server": f"http://127.0.0.1:{port}/prefix",
+                                     "proxy-url": f"http://127.0.0.1:{proxy.port}"}, {})
+        k = KubeCluster(resolve(path, None, None, {}))
         assert k.list_services("a") == []
     finally:
         httpd.shutdown()
@@ -278,16 +277,11 @@ def test_the_environments_proxy_carries_rest_and_websockets_unless_no_proxy(
     """HTTPS_PROXY as kubectl reads it, for a server name only the proxy can resolve."""
     from kubectl_keepalive.model import Pod
 
-    path = tmp_path / "config"
-    path.write_text(yaml.safe_dump({
-        "current-context": "a", "contexts": [{"name": "a", "context": {"cluster": "c",
-                                                                        "user": "u"}}],
-        "clusters": [{"name": "c", "cluster": {
-            "server": f"https://kube.test:{server}",
-            "certificate-authority-data": b64(pki / "ca.crt")}}],
-        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    path = kubeconfig(tmp_path, {"server": f"https://kube.test:{server}",
+                                 "certificate-authority-data": b64(pki / "ca.crt")},
+                      {"token": "t"})
     env = {"HTTPS_PROXY": f"127.0.0.1:{proxy.port}"}
-    k = KubeCluster(resolve(str(path), None, None, env), env=env)
+    k = KubeCluster(resolve(path, None, None, env), env=env)
     assert k.list_services("a") == []
     with pytest.raises(ClusterError):  # the test server refuses the upgrade
         k.read_admin(Pod("a", "p"), "listeners", 5.0)
@@ -296,7 +290,7 @@ def test_the_environments_proxy_carries_rest_and_websockets_unless_no_proxy(
     # NO_PROXY sends both directly (and the name does not resolve here): nothing reaches it.
     proxy.seen.clear()
     direct = {**env, "NO_PROXY": ".test"}
-    k = KubeCluster(resolve(str(path), None, None, direct), env=direct)
+    k = KubeCluster(resolve(path, None, None, direct), env=direct)
     with pytest.raises(UnavailableError):
         k.list_services("a")
     with pytest.raises(ClusterError):
