@@ -30,7 +30,7 @@ def choose(server: str, proxy_url: str | None, env: Mapping[str, str]) -> Proxy 
         parts = urllib.parse.urlsplit(server)
         name = "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY"
         value, source = _variable(env, name)
-        if not value or _bypassed(parts.hostname or "", parts.port, env):
+        if not value or _bypassed(parts.hostname or "", parts.port, parts.scheme, env):
             return None
         found = Proxy(value if "://" in value else f"http://{value}", source)
     scheme = urllib.parse.urlsplit(found.url).scheme
@@ -48,10 +48,11 @@ def _variable(env: Mapping[str, str], name: str) -> tuple[str, str]:
     return "", name
 
 
-def _bypassed(host: str, port: int | None, env: Mapping[str, str]) -> bool:
+def _bypassed(host: str, port: int | None, scheme: str, env: Mapping[str, str]) -> bool:
     if host == "localhost" or _loopback(host):
         return True
     value, _ = _variable(env, "NO_PROXY")
+    port = port or (443 if scheme == "https" else 80)
     for entry in (e.strip().lower() for e in value.split(",")):
         if entry == "*":
             return True
@@ -60,11 +61,17 @@ def _bypassed(host: str, port: int | None, env: Mapping[str, str]) -> bool:
     return False
 
 
-def _matches(host: str, port: int | None, entry: str) -> bool:
+def _matches(host: str, port: int, entry: str) -> bool:
+    """One NO_PROXY entry as Go's httpproxy reads it: an address or CIDR range (addresses
+    only), else a name that matches itself and its subdomains (`.name` and `*.name`:
+    subdomains only), either with an optional `:port`."""
     import ipaddress  # here: only a NO_PROXY to match pays for it
 
-    try:  # an address or a CIDR range: addresses only
-        network = ipaddress.ip_network(entry.strip("[]"), strict=False)
+    name, entry_port = _split_port(entry)
+    if entry_port is not None and entry_port != port:
+        return False
+    try:
+        network = ipaddress.ip_network(name, strict=False)
     except ValueError:
         network = None
     if network is not None:
@@ -72,17 +79,22 @@ def _matches(host: str, port: int | None, entry: str) -> bool:
             return ipaddress.ip_address(host) in network
         except ValueError:
             return False
-    name, _, entry_port = entry.rpartition(":") if _has_port(entry) else (entry, "", "")
-    if entry_port and str(port) != entry_port:
-        return False
-    if name.startswith("."):  # subdomains only
+    if name.startswith("*."):
+        name = name[1:]
+    if name.startswith("."):
         return host.endswith(name)
     return host == name or host.endswith(f".{name}")
 
 
-def _has_port(entry: str) -> bool:
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """`[v6]:port`, `name:port`, `v4:port` -> (address or name, port); else (entry, None)."""
+    if entry.startswith("["):
+        inside, _, after = entry[1:].partition("]")
+        return inside, int(after[1:]) if after.startswith(":") and after[1:].isdigit() else None
     head, sep, tail = entry.rpartition(":")
-    return bool(sep) and tail.isdigit() and ":" not in head.strip("[]")
+    if sep and tail.isdigit() and ":" not in head:
+        return head, int(tail)
+    return entry, None
 
 
 def _loopback(host: str) -> bool:

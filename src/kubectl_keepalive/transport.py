@@ -83,7 +83,6 @@ class Transport:
                       query: list[tuple[str, str]] | None, body: bytes | None,
                       content_type: str) -> tuple[int, bytes]:
         import http.client
-        import ssl
 
         pool, _ = self._tls(auth)
         headers = [("Accept", "application/json"), *self.headers(auth)]
@@ -92,13 +91,8 @@ class Transport:
         target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         try:
             return pool.request(method, target, headers, body, self.connection.request_timeout)
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            # A certificate or handshake failure will not pass by asking again.
-            raise ClusterError(f"cannot reach the API server at {self.describe()}: "
-                               f"{_reason(exc)}") from None
         except (OSError, http.client.HTTPException) as exc:
-            # No answer (timeout, refused, reset) may pass by itself; a proxy's refusal will not.
-            kind = ClusterError if "Tunnel connection failed" in str(exc) else UnavailableError
+            kind = UnavailableError if passing(exc) else ClusterError
             raise kind(f"cannot reach the API server at {self.describe()}: "
                        f"{_reason(exc)}") from None
 
@@ -124,11 +118,28 @@ class Transport:
                                               if query else "")
         sock = pool.open_socket(timeout)
         try:
-            return websock.connect(sock, pool.server.netloc, target, self.headers(auth),
+            return websock.connect(sock, pool.server.host_header, target, self.headers(auth),
                                    protocols, timeout)
         except BaseException:
             sock.close()
             raise
+
+
+def passing(exc: BaseException) -> bool:
+    """Whether a failure to reach the server may pass by itself (waited out during a rollout):
+    no answer, a reset, a TLS session cut before it began (a balancer without a backend, an API
+    server restarting), a proxy's 5xx. A certificate or a proxy's refusal will not change."""
+    import ssl
+
+    from kubectl_keepalive.httppool import ProxyRefused
+
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return True
+    if isinstance(exc, ssl.SSLError):
+        return getattr(exc, "reason", None) == "UNEXPECTED_EOF_WHILE_READING"
+    if isinstance(exc, ProxyRefused):
+        return exc.status >= 500
+    return True
 
 
 def _reason(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 
 OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
@@ -22,8 +23,10 @@ OPCODE_BINARY = 0x2
 OPCODE_CLOSE = 0x8
 OPCODE_PING = 0x9
 OPCODE_PONG = 0xA
+_OPCODES = {OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING,
+            OPCODE_PONG}
 
-ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"  # RFC 6455, section 1.3
+ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 MAX_HEAD = 64 * 1024  # an upgrade answer's status line and headers
 MAX_MESSAGE = 256 * 1024 * 1024  # far above any config dump; a bound against a broken length
 
@@ -42,13 +45,22 @@ class ProtocolError(Exception):
 
 
 class _Reader:
-    """Buffered reads from the socket: exact byte counts and the header block."""
+    """Buffered reads from the socket under a deadline: exact byte counts, the header block.
+
+    The deadline covers all the reads until it is set again, so that pings or data trickling
+    in cannot stretch one read of a message past it."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._buffer = b""
+        self.deadline: float | None = None
 
     def _fill(self) -> None:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            self._sock.settimeout(left)
         chunk = self._sock.recv(65536)
         if not chunk:
             raise ConnectionResetError("the server closed the connection")
@@ -60,13 +72,20 @@ class _Reader:
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
 
+    def line(self) -> bytes:
+        """Up to and including the next CRLF."""
+        return self._through(b"\r\n")
+
     def head(self) -> bytes:
         """Up to and including the blank line that ends an HTTP header block."""
-        while b"\r\n\r\n" not in self._buffer:
+        return self._through(b"\r\n\r\n")
+
+    def _through(self, marker: bytes) -> bytes:
+        while marker not in self._buffer:
             if len(self._buffer) > MAX_HEAD:
                 raise ProtocolError("the upgrade answer's headers are too long")
             self._fill()
-        end = self._buffer.index(b"\r\n\r\n") + 4
+        end = self._buffer.index(marker) + len(marker)
         data, self._buffer = self._buffer[:end], self._buffer[end:]
         return data
 
@@ -76,14 +95,17 @@ class _Reader:
             while len(self._buffer) < limit:
                 self._fill()
         except OSError:
-            pass
+            pass  # closed or timed out: the body is what came
         return self._buffer[:limit]
 
 
 def connect(sock: socket.socket, host: str, target: str, headers: list[tuple[str, str]],
             protocols: list[str], timeout: float) -> WebSocket:
-    """Upgrade `sock` (connected to `host`) to a websocket on `target` (path and query)."""
+    """Upgrade `sock` (connected to `host`, the Host header) to a websocket on `target` (path
+    and query), offering `protocols`; the server must pick one of them."""
     sock.settimeout(timeout)
+    reader = _Reader(sock)
+    reader.deadline = time.monotonic() + timeout
     key = base64.b64encode(os.urandom(16)).decode("ascii")
     lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
@@ -91,15 +113,24 @@ def connect(sock: socket.socket, host: str, target: str, headers: list[tuple[str
         lines.append(f"Sec-WebSocket-Protocol: {', '.join(protocols)}")
     lines += [f"{name}: {value}" for name, value in headers]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    reader = _Reader(sock)
     status, answer = _parse_head(reader.head())
     if status != 101:
         raise HandshakeError(status, _error_body(reader, answer))
-    expected = base64.b64encode(hashlib.sha1((key + ACCEPT_GUID).encode()).digest()).decode()
-    if answer.get("sec-websocket-accept") != expected or \
+    expected = accept_for(key)
+    connection = {t.strip().lower() for t in answer.get("connection", "").split(",")}
+    if answer.get("sec-websocket-accept") != expected or "upgrade" not in connection or \
             answer.get("upgrade", "").lower() != "websocket":
         raise ProtocolError("the server's upgrade answer is not a websocket handshake")
-    return WebSocket(sock, reader, answer.get("sec-websocket-protocol"))
+    chosen = answer.get("sec-websocket-protocol")
+    if protocols and chosen not in protocols:
+        raise ProtocolError(f"the server chose subprotocol {chosen!r}, not one of "
+                            f"{', '.join(protocols)}")
+    return WebSocket(sock, reader, chosen)
+
+
+def accept_for(key: str) -> str:
+    """The Sec-WebSocket-Accept a server must answer `key` with (RFC 6455, section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + ACCEPT_GUID).encode()).digest()).decode()
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
@@ -116,29 +147,28 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
 
 
 def _error_body(reader: _Reader, headers: dict[str, str]) -> bytes:
-    length = headers.get("content-length", "")
-    if length.isdigit():
-        try:
+    """The body of a refused upgrade (the API server's Status), read as far as it goes."""
+    try:
+        length = headers.get("content-length", "")
+        if length.isdigit():
             return reader.exact(min(int(length), MAX_HEAD))
-        except OSError:
-            return b""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return _dechunked(reader.rest(MAX_HEAD))
-    return reader.rest(MAX_HEAD)
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return _chunked(reader)
+        return reader.rest(MAX_HEAD)
+    except (OSError, ProtocolError, ValueError):
+        return b""
 
 
-def _dechunked(data: bytes) -> bytes:
+def _chunked(reader: _Reader) -> bytes:
+    """Chunks up to the last one: a server that keeps the connection open is not waited on."""
     body = b""
-    while data:
-        size_line, sep, data = data.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
+    while len(body) < MAX_HEAD:
+        size = int(reader.line().split(b";")[0].strip(), 16)
+        if size == 0:
             break
-        if not sep or size == 0:
-            break
-        body, data = body + data[:size], data[size + 2:]
-    return body
+        body += reader.exact(size)
+        reader.exact(2)  # the CRLF after each chunk
+    return body[:MAX_HEAD]
 
 
 class WebSocket:
@@ -149,8 +179,11 @@ class WebSocket:
         self._reader = reader
         self.subprotocol = subprotocol
         self._closed = False
+        self._close_received = False
 
     def settimeout(self, timeout: float | None) -> None:
+        """The time the next recv_data (or send) may take in all."""
+        self._reader.deadline = None if timeout is None else time.monotonic() + timeout
         self._sock.settimeout(timeout)
 
     def send_binary(self, data: bytes) -> None:
@@ -159,7 +192,7 @@ class WebSocket:
     def recv_data(self) -> tuple[int, bytes]:
         """The next message (fragments joined; pings answered); (OPCODE_CLOSE, reason) once
         the server closes."""
-        kind, parts = None, []
+        kind, parts, size = None, [], 0
         while True:
             final, opcode, payload = self._frame()
             if opcode == OPCODE_PING:
@@ -168,6 +201,7 @@ class WebSocket:
             if opcode == OPCODE_PONG:
                 continue
             if opcode == OPCODE_CLOSE:
+                self._close_received = True
                 return OPCODE_CLOSE, payload
             if opcode != OPCODE_CONTINUATION:
                 if kind is not None:
@@ -175,22 +209,31 @@ class WebSocket:
                 kind = opcode
             elif kind is None:
                 raise ProtocolError("a continuation frame without a message")
+            size += len(payload)
+            if size > MAX_MESSAGE:
+                raise ProtocolError(f"a message of more than {MAX_MESSAGE} bytes")
             parts.append(payload)
             if final:
                 return kind, b"".join(parts)
 
     def _frame(self) -> tuple[bool, int, bytes]:
         first, second = self._reader.exact(2)
-        length = second & 0x7F
+        final, opcode, length = bool(first & 0x80), first & 0x0F, second & 0x7F
+        if first & 0x70:
+            raise ProtocolError("a frame with reserved bits set (no extension was agreed)")
+        if second & 0x80:
+            raise ProtocolError("a masked frame from the server")
+        if opcode not in _OPCODES:
+            raise ProtocolError(f"a frame with the unknown opcode {opcode}")
+        if opcode >= OPCODE_CLOSE and (length > 125 or not final):
+            raise ProtocolError("a control frame that is long or fragmented")
         if length == 126:
             (length,) = struct.unpack(">H", self._reader.exact(2))
         elif length == 127:
             (length,) = struct.unpack(">Q", self._reader.exact(8))
         if length > MAX_MESSAGE:
             raise ProtocolError(f"a frame of {length} bytes")
-        mask = self._reader.exact(4) if second & 0x80 else b""
-        payload = self._reader.exact(length)
-        return bool(first & 0x80), first & 0x0F, _masked(mask, payload) if mask else payload
+        return final, opcode, self._reader.exact(length)
 
     def _send(self, opcode: int, data: bytes) -> None:
         size = len(data)
@@ -204,15 +247,15 @@ class WebSocket:
         self._sock.sendall(header + mask + _masked(mask, data))
 
     def close(self, timeout: float = 1.0) -> None:
-        """Say goodbye (status 1000) and wait briefly for the server's close; then the socket."""
+        """Say goodbye (status 1000) and, unless the server already did, wait briefly for its
+        close; then the socket."""
         if self._closed:
             return
         try:
-            self._sock.settimeout(timeout)
+            self.settimeout(timeout)
             self._send(OPCODE_CLOSE, struct.pack(">H", 1000))
-            for _ in range(64):  # what is still in flight, then the server's close
-                if self._frame()[1] == OPCODE_CLOSE:
-                    break
+            while not self._close_received:  # what is still in flight, then the server's close
+                self._close_received = self._frame()[1] == OPCODE_CLOSE
         except (OSError, ProtocolError, ValueError):
             pass  # the socket is closed below either way
         finally:

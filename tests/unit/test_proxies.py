@@ -44,6 +44,8 @@ def test_the_environment(server: str, env: dict[str, str], expected: Proxy | Non
     (".api.example.com", False),  # subdomains only
     ("api.example.com:6443", True),
     ("api.example.com:443", False),
+    ("*.example.com", True),  # Go drops the leading *
+    ("*.api.example.com", False),
     ("10.0.0.0/8", False),  # ranges match addresses, not names
     ("", False),
 ])
@@ -71,3 +73,17 @@ def test_other_proxies_are_refused_by_name(proxy_url: str | None, env: dict[str,
         choose(HTTPS, proxy_url, env)
     assert str(refused.value).startswith(names)
     assert ("NO_PROXY" in str(refused.value)) is (proxy_url is None)
+
+
+@pytest.mark.parametrize(("server", "no_proxy", "bypassed"), [
+    ("https://api.example.com", "api.example.com:443", True),  # the scheme's default port
+    ("http://api.example.com", "api.example.com:80", True),
+    ("https://api.example.com", "api.example.com:6443", False),
+    ("https://[fd00::1]:6443", "[fd00::1]:6443", True),
+    ("https://[fd00::1]:6443", "[fd00::1]:443", False),
+    ("https://[fd00::1]:6443", "fd00::/16", True),
+    ("https://10.1.2.3:6443", "10.1.2.3:6443", True),
+])
+def test_no_proxy_ports_and_ipv6(server: str, no_proxy: str, bypassed: bool) -> None:
+    env = {"HTTPS_PROXY": "http://p:3128", "HTTP_PROXY": "http://p:3128", "NO_PROXY": no_proxy}
+    assert (choose(server, None, env) is None) is bypassed

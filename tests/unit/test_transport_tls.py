@@ -155,6 +155,8 @@ class RecordingProxy:
         import socket
 
         self.seen: list[tuple[str, str | None]] = []
+        self.hosts: list[str | None] = []
+        self.refuse: bytes | None = None  # a status line to answer CONNECT with instead
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         threading.Thread(target=self._serve, daemon=True).start()
@@ -182,7 +184,13 @@ class RecordingProxy:
         auth = next((line.split(":", 1)[1].strip() for line in lines[1:]
                      if line.lower().startswith("proxy-authorization:")), None)
         self.seen.append((lines[0], auth))
+        self.hosts.append(next((line.split(":", 1)[1].strip() for line in lines[1:]
+                                if line.lower().startswith("host:")), None))
         method, target, _ = lines[0].split(" ")
+        if method == "CONNECT" and self.refuse:
+            client.sendall(self.refuse + b"\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
         if method == "CONNECT":
             _, port = target.rsplit(":", 1)
             upstream = socket.create_connection(("127.0.0.1", int(port)))
@@ -296,3 +304,45 @@ def test_the_environments_proxy_carries_rest_and_websockets_unless_no_proxy(
     with pytest.raises(ClusterError):
         k.read_admin(Pod("a", "p"), "listeners", 5.0)
     assert proxy.seen == []
+
+
+def test_an_ipv6_server_through_a_proxy_is_named_in_brackets(
+        tmp_path: Path, pki: Path, server: int, proxy: RecordingProxy) -> None:
+    Handler.seen.clear()
+    k = KubeCluster(resolve(kubeconfig(tmp_path, {
+        "server": f"https://[::1]:{server}", "tls-server-name": "kube.test",
+        "certificate-authority-data": b64(pki / "ca.crt"),
+        "proxy-url": f"http://127.0.0.1:{proxy.port}"}, {"token": "t"}), None, None, {}))
+    assert k.list_services("a") == []
+    assert proxy.seen[0][0].split(" ")[:2] == ["CONNECT", f"[::1]:{server}"]
+    assert proxy.hosts == [f"[::1]:{server}"]
+    assert Handler.seen[-1]["headers"]["Host"] == [f"[::1]:{server}"]
+
+
+@pytest.mark.parametrize(("answer", "kind"), [
+    (b"HTTP/1.1 503 Service Unavailable", UnavailableError),  # may pass: waited out
+    (b"HTTP/1.1 407 Proxy Authentication Required", ClusterError),
+])
+def test_a_proxy_that_refuses_the_tunnel(tmp_path: Path, pki: Path, server: int,
+                                         proxy: RecordingProxy, answer: bytes,
+                                         kind: type[ClusterError]) -> None:
+    proxy.refuse = answer
+    k = kube(tmp_path, pki, server, {"insecure-skip-tls-verify": True,
+                                     "proxy-url": f"http://127.0.0.1:{proxy.port}"},
+             {"token": "t"})
+    with pytest.raises(ClusterError, match=answer.split(b" ", 1)[1].decode()) as refused:
+        k.list_services("a")
+    assert isinstance(refused.value, UnavailableError) is (kind is UnavailableError)
+
+
+def test_which_failures_may_pass() -> None:
+    from kubectl_keepalive.httppool import ProxyRefused
+    from kubectl_keepalive.transport import passing
+
+    assert passing(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+    assert passing(ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed (EOF)"))
+    assert passing(ConnectionRefusedError(111, "Connection refused"))
+    assert passing(TimeoutError("timed out"))
+    assert not passing(ssl.SSLCertVerificationError(1, "certificate verify failed"))
+    assert passing(ProxyRefused(502, "Bad Gateway"))
+    assert not passing(ProxyRefused(403, "Forbidden"))

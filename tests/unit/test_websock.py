@@ -4,10 +4,12 @@ loopback): handshake and its failures, masking, fragments, pings, close, broken 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,6 +21,11 @@ Script = Callable[[socket.socket, dict[str, str]], None]
 
 def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1((key + websock.ACCEPT_GUID).encode()).digest()).decode()
+
+
+def test_the_accept_value_is_the_rfcs_own_example() -> None:
+    # RFC 6455, section 1.3: the one check that does not rest on the constant under test.
+    assert websock.accept_for("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
 def frame(opcode: int, payload: bytes, final: bool = True) -> bytes:
@@ -88,11 +95,27 @@ class Server:
             raise self.error
 
 
+def upgraded(request: dict[str, str], extra: bytes = b"") -> bytes:
+    """The 101 answer to `request`, then `extra` (frames) in the same packet."""
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept_value(request["sec-websocket-key"]).encode()
+            + b"\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n" + extra)
+
+
 def upgrade(conn: socket.socket, request: dict[str, str], extra: bytes = b"") -> None:
-    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                 + accept_value(request["sec-websocket-key"]).encode()
-                 + b"\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n" + extra)
+    conn.sendall(upgraded(request, extra))
+
+
+def held_open(answer: Callable[[dict[str, str]], bytes]) -> tuple[Script, threading.Event]:
+    """A script that sends its answer and keeps the connection open until the event is set."""
+    done = threading.Event()
+
+    def script(conn: socket.socket, request: dict[str, str]) -> None:
+        conn.sendall(answer(request))
+        done.wait(5)
+
+    return script, done
 
 
 @pytest.fixture
@@ -170,8 +193,9 @@ def test_an_upgrade_answered_with_a_status(
 def test_a_broken_handshake_is_a_protocol_error(
         serve: Callable[[Script], tuple[Server, socket.socket]], answer: bytes) -> None:
     def script(conn: socket.socket, _request: dict[str, str]) -> None:
-        conn.sendall(answer)
-        conn.recv(1)  # until the client gives up
+        with contextlib.suppress(OSError):  # the client may hang up before all is sent
+            conn.sendall(answer)
+            conn.recv(1)  # until the client gives up
 
     _server, sock = serve(script)
     with pytest.raises(websock.ProtocolError):
@@ -183,6 +207,11 @@ def test_a_broken_handshake_is_a_protocol_error(
     frame(websock.OPCODE_CONTINUATION, b"orphan"),
     frame(websock.OPCODE_BINARY, b"a", final=False) + frame(websock.OPCODE_BINARY, b"b"),
     bytes([0x82, 127]) + struct.pack(">Q", 1 << 40),
+    bytes([0x82, 0x81]) + b"mask" + b"x",  # masked by the server
+    bytes([0xC2, 0x01]) + b"x",  # a reserved bit
+    bytes([0x83, 0x00]),  # an unknown opcode
+    bytes([0x89, 126]) + struct.pack(">H", 200) + b"x" * 200,  # a long ping
+    bytes([0x09, 0x00]),  # a fragmented ping
 ])
 def test_broken_frames_are_protocol_errors(
         serve: Callable[[Script], tuple[Server, socket.socket]], frames: bytes) -> None:
@@ -213,3 +242,74 @@ def test_a_server_that_goes_away_or_goes_quiet(
         ws.recv_data()
     quiet.set()
     ws.shutdown()
+
+
+def test_a_refused_upgrade_on_a_connection_kept_open_returns_at_once(
+        serve: Callable[[Script], tuple[Server, socket.socket]]) -> None:
+    """A chunked Status from a keep-alive server: read to the last chunk, not to a close."""
+    script, kept_open = held_open(
+        lambda _request: b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"7\r\n{\"a\":1}\r\n0\r\n\r\n")
+    _server, sock = serve(script)
+    started = time.monotonic()
+    with pytest.raises(websock.HandshakeError) as refused:
+        websock.connect(sock, "h", "/", [], [], 5.0)
+    assert time.monotonic() - started < 2
+    assert refused.value.body == b'{"a":1}'
+    kept_open.set()
+    sock.close()
+
+
+def test_pings_cannot_stretch_a_read_past_its_deadline(
+        serve: Callable[[Script], tuple[Server, socket.socket]]) -> None:
+    stop = threading.Event()
+
+    def script(conn: socket.socket, request: dict[str, str]) -> None:
+        upgrade(conn, request)
+        while not stop.wait(0.1):
+            conn.sendall(frame(websock.OPCODE_PING, b"."))
+
+    _server, sock = serve(script)
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    ws.settimeout(0.5)
+    started = time.monotonic()
+    with pytest.raises(socket.timeout):
+        ws.recv_data()
+    assert time.monotonic() - started < 1.5
+    stop.set()
+    ws.shutdown()
+
+
+@pytest.mark.parametrize(("answer", "protocols"), [
+    (b"Upgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n", []),  # no Connection: Upgrade
+    (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n",
+     ["v4.channel.k8s.io"]),  # no subprotocol chosen
+    (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+     b"Sec-WebSocket-Protocol: v9.other\r\n", ["v4.channel.k8s.io"]),
+])
+def test_a_handshake_answer_missing_what_the_rfc_requires(
+        serve: Callable[[Script], tuple[Server, socket.socket]], answer: bytes,
+        protocols: list[str]) -> None:
+    def script(conn: socket.socket, request: dict[str, str]) -> None:
+        accept = accept_value(request["sec-websocket-key"]).encode()
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n"
+                     + answer.replace(b"{accept}", accept) + b"\r\n")
+        conn.recv(1)
+
+    _server, sock = serve(script)
+    with pytest.raises(websock.ProtocolError):
+        websock.connect(sock, "h", "/", [], protocols, 5.0)
+    sock.close()
+
+
+def test_close_after_the_servers_close_does_not_wait(
+        serve: Callable[[Script], tuple[Server, socket.socket]]) -> None:
+    script, kept_open = held_open(lambda request: upgraded(
+        request, frame(websock.OPCODE_CLOSE, struct.pack(">H", 1000))))
+    _server, sock = serve(script)
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    assert ws.recv_data()[0] == websock.OPCODE_CLOSE
+    started = time.monotonic()
+    ws.close(timeout=3)
+    assert time.monotonic() - started < 1
+    kept_open.set()
