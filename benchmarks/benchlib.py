@@ -3,31 +3,22 @@ the lab's one-pod reference (`istioctl proxy-config listener` on the same pod)."
 
 from __future__ import annotations
 
-import glob
 import os
-import re
-import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the interpreter list is shared with the krew tier
+
+from tests.support.interpreters import MINORS, pyenv_python  # noqa: E402
+
 GOLDEN = REPO / "tests" / "golden" / "ingressgateway-8080-on" / "config_dump.json"
-MINORS = (9, 10, 11, 12, 13)
 NAMESPACE = "istio-system"
 ONE_POD_SELECTOR = "app=istio-ingressgateway"  # the lab seeds it with one replica
-
-
-def pyenv_python(minor: int) -> str | None:
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    if shutil.which("pyenv"):
-        done = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30)
-        root = done.stdout.strip() or root
-    found = sorted(glob.glob(os.path.join(root, "versions", f"3.{minor}.*", "bin", "python3")),
-                   key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/")[-3])])
-    return found[-1] if found else None
 
 
 def interpreters() -> list[tuple[str, str]]:

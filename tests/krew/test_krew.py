@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import glob
 import hashlib
 import http.server
 import io
@@ -37,6 +36,7 @@ from tests.krew.krew_rules import (
     manifest_errors,
     reproducibility_errors,
 )
+from tests.support.interpreters import MINORS, pyenv_python
 
 pytestmark = pytest.mark.krew
 
@@ -498,24 +498,14 @@ def test_krew_installs_runs_and_uninstalls_the_plugin(built: Build, krew: Krew) 
 # ---------------------------------------------------------------- every python3 a user may have
 
 # The interpreters this machine kind has (pyenv's, plus the distribution's python3): the archive
-# must run on each, from macOS's python3 3.9 up. Under CI=true a missing one fails (a skip).
-MINORS = (9, 10, 11, 12, 13)
+# must run on each, from macOS's python3 3.9 up (tests.support.interpreters). Under CI=true a
+# missing one fails (a skip).
 TOO_OLD = 8  # must be refused with a clear line, not a SyntaxError
-
-
-def _pyenv_python(minor: int) -> str | None:
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    if shutil.which("pyenv"):
-        done = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30)
-        root = done.stdout.strip() or root
-    found = sorted(glob.glob(os.path.join(root, "versions", f"3.{minor}.*", "bin", "python3")),
-                   key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/")[-3])])
-    return found[-1] if found else None
 
 
 def _interpreters() -> list[tuple[str, str | None]]:
     """(id, path) for each pyenv minor version and the system python3 (None: not here)."""
-    found: list[tuple[str, str | None]] = [(f"pyenv-3.{m}", _pyenv_python(m)) for m in MINORS]
+    found: list[tuple[str, str | None]] = [(f"pyenv-3.{m}", pyenv_python(m)) for m in MINORS]
     system = "/usr/bin/python3"
     found.append(("system", system if os.access(system, os.X_OK) else None))
     return found
@@ -570,7 +560,7 @@ def _dynamic(listeners: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_an_older_python_is_refused_in_one_line(built: Build, krew: Krew) -> None:
-    old = _pyenv_python(TOO_OLD)
+    old = pyenv_python(TOO_OLD)
     if old is None:
         pytest.skip(f"no python 3.{TOO_OLD} on this machine")
     done = krew.run("kubectl", "krew", "install", f"--manifest={built.manifest}",

@@ -13,6 +13,7 @@ import pytest
 from kubectl_keepalive import app, applying
 from kubectl_keepalive.errors import EXIT_CLUSTER, EXIT_VERIFY, UnavailableError
 from kubectl_keepalive.model import KeepaliveSettings
+from tests.support.clock import FakeClock
 from tests.unit.fake_cluster import FakeCluster, FakeGateway
 
 SETTINGS = KeepaliveSettings(7, 5, 2)
@@ -20,23 +21,12 @@ LABEL = "istio-system/istio-ingressgateway"
 FILTER = "envoyfilter istio-system/keepalive-istio-ingressgateway created"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def ingress() -> FakeGateway:
     return FakeGateway("istio-system", "istio-ingressgateway",
                        {"app": "istio-ingressgateway", "istio": "ingressgateway"}, [8080, 8443])
 
 
-def enable(fake: FakeCluster, timeout: float, clock: Clock, seen: list[str],
+def enable(fake: FakeCluster, timeout: float, clock: FakeClock, seen: list[str],
            faults: dict[str, int]) -> applying.ApplyResult:
     """Plan, then break the API server as `faults` says, then apply."""
     scope = app.Scope("istio-system", "app=istio-ingressgateway")
@@ -48,7 +38,7 @@ def enable(fake: FakeCluster, timeout: float, clock: Clock, seen: list[str],
 
 
 def test_an_api_server_that_does_not_answer_for_a_while_is_asked_again() -> None:
-    fake, clock, seen = FakeCluster(ingress()), Clock(), []
+    fake, clock, seen = FakeCluster(ingress()), FakeClock(), []
     result = enable(fake, 60, clock, seen, {"rollout_state": 3, "restart_deployment": 1})
     assert result.done == [FILTER, f"deployment {LABEL} restarted",
                            f"deployment {LABEL} rolled out"]
@@ -61,7 +51,7 @@ def test_an_api_server_that_does_not_answer_for_a_while_is_asked_again() -> None
 
 
 def test_an_api_server_silent_past_the_timeout_stops_with_the_account() -> None:
-    fake, clock, seen = FakeCluster(ingress()), Clock(), []
+    fake, clock, seen = FakeCluster(ingress()), FakeClock(), []
     with pytest.raises(applying.PartialFailure) as caught:
         enable(fake, 10, clock, seen, {"rollout_state": 10_000})
     error = caught.value
@@ -80,7 +70,7 @@ def test_an_api_server_silent_past_the_timeout_stops_with_the_account() -> None:
 
 
 def test_a_silent_api_server_while_listing_pods_ends_as_a_cluster_error() -> None:
-    fake, clock, seen = FakeCluster(ingress()), Clock(), []
+    fake, clock, seen = FakeCluster(ingress()), FakeClock(), []
     scope = app.Scope("istio-system", "app=istio-ingressgateway")
     plan = app.plan_enable(fake, scope, SETTINGS, None, clock, clock.sleep)
     fake.unavailable = {"list_pods": 10_000}  # from the push wait on
@@ -96,7 +86,7 @@ def test_a_silent_api_server_while_listing_pods_ends_as_a_cluster_error() -> Non
 
 
 def test_a_permanent_error_is_not_retried() -> None:
-    fake, clock, seen = FakeCluster(ingress()), Clock(), []
+    fake, clock, seen = FakeCluster(ingress()), FakeClock(), []
     scope = app.Scope("istio-system", "app=istio-ingressgateway")
     plan = app.plan_enable(fake, scope, SETTINGS, None, clock, clock.sleep)
     fake.gateways.clear()  # the Deployment is gone (a 404 is not an outage)
@@ -108,7 +98,7 @@ def test_a_permanent_error_is_not_retried() -> None:
 
 
 def test_pods_not_verified_are_named_in_the_account() -> None:
-    fake, clock, seen = FakeCluster(ingress(), propagate=False), Clock(), []
+    fake, clock, seen = FakeCluster(ingress(), propagate=False), FakeClock(), []
     scope = app.Scope("istio-system", "app=istio-ingressgateway")
     plan = app.plan_enable(fake, scope, SETTINGS, None, clock, clock.sleep)
     with pytest.raises(applying.PartialFailure) as caught:

@@ -14,6 +14,7 @@ from kubectl_keepalive import drainplan, inflight
 from kubectl_keepalive.errors import VerificationError
 from kubectl_keepalive.model import Deployment, RolloutState
 from kubectl_keepalive.sockets import Connections, count_by_local_port
+from tests.support.clock import FakeClock
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)
 
@@ -48,21 +49,6 @@ def test_counts_from_a_real_envoys_stats(name: str) -> None:
 def test_without_prefixes_every_connection_counts_as_in_flight() -> None:
     stats = inflight.parse_stats((GOLDEN / "stats.txt").read_text())
     assert inflight.load_by_port(stats, {}, [28080])[28080].in_flight == 3
-
-
-class Clock:
-    """An injected clock: sleeping moves it on, nothing really waits."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def targets(fake: FakeCluster) -> list[tuple[drainplan.Target, list[int]]]:
@@ -112,10 +98,10 @@ def test_when_quiet_waits_until_requests_end() -> None:
     fake = FakeCluster(ingress())
     fake.in_flight = {BUSY: 1}
     fake.quiet_after = 6  # two pods read per round: quiet in the fourth round
-    clock, lines = Clock(), list[str]()
+    clock, lines = FakeClock(100.0), list[str]()
     waited = drainplan.wait_quiet(fake, targets(fake), 0, 30.0, lines.append, clock,
                                   clock.sleep)
-    assert waited == 3.0 and clock.sleeps == [1.0, 1.0, 1.0]
+    assert waited == 3.0 and clock.slept == [1.0, 1.0, 1.0]
     assert len(lines) == 3
     assert "istio-ingressgateway-aaaa1-0: 1 in flight (8080: 1)" in lines[0]
 
@@ -123,7 +109,7 @@ def test_when_quiet_waits_until_requests_end() -> None:
 def test_when_quiet_tolerates_up_to_n() -> None:
     fake = FakeCluster(ingress())
     fake.in_flight = {BUSY: 2}
-    clock = Clock()
+    clock = FakeClock(100.0)
     assert drainplan.wait_quiet(fake, targets(fake), 2, 30.0, print, clock, clock.sleep) == 0
     with pytest.raises(VerificationError, match="not quiet within the timeout"):
         drainplan.wait_quiet(fake, targets(fake), 1, 5.0, lambda _: None, clock, clock.sleep)

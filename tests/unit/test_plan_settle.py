@@ -9,6 +9,7 @@ from kubectl_keepalive.app import DEFAULT_SETTINGS, Scope
 from kubectl_keepalive.cluster import AdminRead
 from kubectl_keepalive.errors import ClusterError, ForbiddenError, KeepaliveError
 from kubectl_keepalive.model import Pod
+from tests.support.clock import FakeClock
 from tests.unit.fake_cluster import FakeCluster, FakeGateway
 
 SCOPE = Scope("istio-system")
@@ -29,19 +30,6 @@ class StartingProxies(FakeCluster):
             self.refusals -= 1
             raise self.error("connection refused")
         return super().read_admin(pod, path, timeout)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def test_a_proxy_that_answers_after_a_few_seconds_is_planned_for() -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from kubectl_keepalive import rollout
 from kubectl_keepalive.cluster import Condition, RolloutState
+from tests.support.clock import FakeClock
 
 
 def state(**kw: int) -> RolloutState:
@@ -38,27 +39,16 @@ def test_progress_deadline_exceeded_fails() -> None:
         rollout.progress("gw", stuck)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_wait_reports_each_new_message_and_returns_when_done() -> None:
     states = iter([state(updated_replicas=0), state(updated_replicas=0), state(replicas=4),
                    state()])
-    clock, seen = Clock(), []
+    clock, seen = FakeClock(), []
     rollout.wait("gw", lambda: next(states), 60, clock, clock.sleep, seen.append)
     assert len(seen) == 3 and seen[-1].endswith("successfully rolled out")
 
 
 def test_wait_times_out_with_the_last_message() -> None:
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(rollout.RolloutFailed, match=r"timed out after 5s.*1 of 3 updated"):
         rollout.wait("gw", lambda: state(available_replicas=1), 5, clock, clock.sleep,
                      lambda _: None)
@@ -75,7 +65,7 @@ def test_wait_asks_again_while_the_api_server_does_not_answer() -> None:
     from kubectl_keepalive.errors import UnavailableError
 
     answers: list[RolloutState | None] = [None, None, state(available_replicas=1), state()]
-    clock, seen = Clock(), []
+    clock, seen = FakeClock(), []
 
     def read() -> RolloutState:
         got = answers.pop(0)
@@ -91,7 +81,7 @@ def test_wait_asks_again_while_the_api_server_does_not_answer() -> None:
 def test_wait_stops_at_once_on_a_paused_deployment_or_a_refusal() -> None:
     from kubectl_keepalive.errors import ForbiddenError
 
-    clock = Clock()
+    clock = FakeClock()
     paused = RolloutState(2, 2, 1, 1, 0, 0, paused=True)
     with pytest.raises(rollout.RolloutFailed, match="was paused during the rollout"):
         rollout.wait("gw", lambda: paused, 60, clock, clock.sleep, lambda _: None)
