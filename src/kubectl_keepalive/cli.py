@@ -97,7 +97,8 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     conn.add_argument("--tls-server-name", default=default, metavar="NAME",
                       help="server name for the server's certificate check")
     conn.add_argument("--request-timeout", default=default, metavar="DUR",
-                      help="per API request: 0 (none), seconds, or 30s, 1m, 500ms")
+                      help="per connect, send and receive of an API request: 0 (none), "
+                           "seconds, or 30s, 1m, 500ms")
 
 
 _BOOL_FLAGS = ("--insecure-skip-tls-verify",)

@@ -96,6 +96,8 @@ class _Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
         try:
+            # Small requests go out at once, as http.client's own connect() arranges.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tunnel_to is not None:
                 _open_tunnel(sock, self._tunnel_to, self._proxy_auth)
             if self._context is not None:
