@@ -8,9 +8,9 @@ writes are the managed EnvoyFilter and the Deployment restart annotation.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from kubectl_keepalive import envoy_dump, envoyfilter, sockopts
 from kubectl_keepalive.errors import (
@@ -23,9 +23,10 @@ from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, Listen
 
 # Imported where used: `status --from-file` needs none of these (start-up time).
 if TYPE_CHECKING:
-    from kubectl_keepalive import drainplan, inflight, sockets
+    from kubectl_keepalive import drainplan, inflight, planreads, sockets
     from kubectl_keepalive.cluster import Cluster
 
+T = TypeVar("T")
 ADMIN_LISTENERS_PATH = "config_dump?resource=dynamic_listeners"
 BOOTSTRAP_PORTS = frozenset({15000, 15021, 15090})  # admin, health, prometheus: never patched
 DEFAULT_SETTINGS = KeepaliveSettings(idle=60, interval=10, probes=3)
@@ -110,8 +111,6 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
     `with_stats`, also Envoy's /stats in the same stream (the plan's in-flight counts).
     """
 
-    from concurrent.futures import ThreadPoolExecutor
-
     from kubectl_keepalive import inflight, sockets
 
     def one(pod: Pod) -> PodListeners:
@@ -137,11 +136,40 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
         return replace(listeners, connections=counted)
 
     pods = [p for p in pods if p.phase == "Running"]
-    if not pods:
-        return {}
-    with ThreadPoolExecutor(max_workers=max(1, min(scope.parallel, len(pods)))) as pool:
-        results = list(pool.map(one, pods))
+    if len(pods) <= 1 or scope.parallel <= 1:  # no pool to start (or import) for one pod
+        results = [one(p) for p in pods]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(scope.parallel, len(pods))) as pool:
+            results = list(pool.map(one, pods))
     return {f"{r.pod.namespace}/{r.pod.name}": r for r in results if r.pod}
+
+
+def _started(work: Callable[[], T]) -> Callable[[], T]:
+    """`work` running on its own thread; call the result to wait for it and get what it
+    returned, or its exception. (A thread, not a pool: one-pod commands start no pool.)"""
+    import threading
+
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # handed to the caller
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def wait() -> T:
+        thread.join()
+        if failed:
+            raise failed[0]
+        return done[0]
+
+    return wait
 
 
 def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
@@ -156,15 +184,29 @@ def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
 
 
 def status(cluster: Cluster, scope: Scope, with_sockets: bool = False,
-           with_stats: bool = False) -> StatusReport:
+           with_stats: bool = False,
+           beside: Callable[[list[Gateway]], None] | None = None) -> StatusReport:
+    """Every gateway's pods and listeners, and the EnvoyFilters that reach them.
+
+    The REST reads that need only the gateways found (the filters, and `beside`: a plan's own)
+    run on a second thread while the pods' Envoys are read through their streams.
+    """
     from kubectl_keepalive import discovery
 
     gateways = discover(cluster, scope)
     if not gateways:
         return StatusReport(())
+
+    def rest_reads() -> _Filters:
+        found = _filters_by_namespace(cluster, {g.namespace for g in gateways}, scope)
+        if beside is not None:
+            beside(gateways)
+        return found
+
+    filters_read = _started(rest_reads)
     envoys = (p for g in gateways if g.proxy == discovery.ENVOY for p in g.pods)
     reads = read_pods(cluster, envoys, scope, with_sockets, with_stats)
-    filters = _filters_by_namespace(cluster, {g.namespace for g in gateways}, scope)
+    filters = filters_read()
     out = []
     for gateway in gateways:
         pods = tuple(
@@ -350,46 +392,53 @@ def _starting(gw: GatewayStatus) -> bool:
 
 def status_for_plan(cluster: Cluster, scope: Scope,
                     clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> StatusReport:
+                    sleep: Callable[[float], None] = time.sleep,
+                    beside: Callable[[list[Gateway]], None] | None = None) -> StatusReport:
     """Status, read again while a gateway to act on has pods but all are still starting
     (bounded)."""
     from kubectl_keepalive import discovery
 
     deadline = clock() + PLAN_SETTLE_S
     while True:
-        report = status(cluster, scope, with_stats=True)
+        report = status(cluster, scope, with_stats=True, beside=beside)
         acted = [g for g in report.gateways if discovery.acted_on(g.gateway, bool(scope.selector))]
         if not any(_starting(g) for g in acted) or clock() >= deadline:
             return report
         sleep(1.0)
 
 
-# Settings that depend on the gateways acted on (the balancers in front of them): chosen once
-# the plan has found them, so that nothing is discovered twice.
-SettingsFor = Callable[[Sequence[Gateway]], KeepaliveSettings]
+def _plan_reads(cluster: Cluster, scope: Scope,
+                settings: KeepaliveSettings | planreads.SettingsFor | None,
+                ) -> planreads.PlanReads:
+    from kubectl_keepalive import planreads
+
+    return planreads.PlanReads(cluster, scope.root_namespace, bool(scope.selector),
+                               lambda gateway: _base_selector(gateway, scope), settings)
 
 
 def plan_enable(
-    cluster: Cluster, scope: Scope, settings: KeepaliveSettings | SettingsFor,
+    cluster: Cluster, scope: Scope, settings: KeepaliveSettings | planreads.SettingsFor,
     ports: list[int] | None,
     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
 ) -> Plan:
+    """`settings` may depend on the gateways acted on (the balancers in front of them): then it
+    is asked once they are found, so that nothing is discovered twice."""
     from kubectl_keepalive import own_selector
 
-    report = status_for_plan(cluster, scope, clock, sleep)
+    reads = _plan_reads(cluster, scope, settings)
+    report = status_for_plan(cluster, scope, clock, sleep, beside=reads.read)
     acted, notices = _acted_on(report, scope)
-    if not isinstance(settings, KeepaliveSettings):
-        settings = settings([gw.gateway for gw in acted])
+    wanted_settings = reads.settings([gw.gateway for gw in acted])
     plans = []
     for gw in acted:
         targets = _targets(gw, ports)
-        selected, shared = _with_user_selector(gw.gateway, scope, cluster)
+        selected, shared = _with_user_selector(gw.gateway, scope, reads.pods)
         if shared:
             notices.append(
                 f"{_label(gw.gateway)}: its selector also matches the pods of "
                 f"{', '.join(shared)}; its EnvoyFilter selects "
                 f"{own_selector.selector_text(selected.selector)} to leave them out")
-        wanted = envoyfilter.for_gateway(selected, targets, settings)
+        wanted = envoyfilter.for_gateway(selected, targets, wanted_settings)
         current = gw.managed_filter
         if current is None:
             action = "create"
@@ -397,20 +446,21 @@ def plan_enable(
             action = "update"
         else:
             action = "none"
-        changes, live_ok = _port_changes(gw, [t.port for t in targets], settings)
+        changes, live_ok = _port_changes(gw, [t.port for t in targets], wanted_settings)
         plans.append(
             GatewayPlan(gw.gateway, current, wanted, action, tuple(changes), live_ok,
                         gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway),
                         targets=_drain_targets(gw))
         )
-    return _with_drain(cluster, scope, Plan(tuple(plans), settings,
-                                            report.notices + tuple(notices)))
+    return _with_drain(cluster, scope, reads.meshes,
+                       Plan(tuple(plans), wanted_settings, report.notices + tuple(notices)))
 
 
 def plan_disable(cluster: Cluster, scope: Scope,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> Plan:
-    report = status_for_plan(cluster, scope, clock, sleep)
+    reads = _plan_reads(cluster, scope, None)
+    report = status_for_plan(cluster, scope, clock, sleep, beside=reads.read)
     acted, notices = _acted_on(report, scope)
     plans = []
     for gw in acted:
@@ -429,8 +479,8 @@ def plan_disable(cluster: Cluster, scope: Scope,
                         gw.foreign, _unreadable(gw), _rollout_incomplete(cluster, gw.gateway),
                         targets=_drain_targets(gw))
         )
-    return _with_drain(cluster, scope, Plan(tuple(plans), None,
-                                            report.notices + tuple(notices)))
+    return _with_drain(cluster, scope, reads.meshes,
+                       Plan(tuple(plans), None, report.notices + tuple(notices)))
 
 
 def _drain_targets(gw: GatewayStatus) -> tuple[drainplan.Target, ...]:
@@ -445,11 +495,11 @@ def drain_ports(gp: GatewayPlan) -> list[int]:
     return sorted({c.port for c in gp.ports})
 
 
-def _with_drain(cluster: Cluster, scope: Scope, plan: Plan) -> Plan:
+def _with_drain(cluster: Cluster, scope: Scope, meshes: drainplan.MeshConfigs,
+                plan: Plan) -> Plan:
     """Before asking: what is in flight on the ports to change, and when it will be cut."""
     from kubectl_keepalive import drainplan
 
-    meshes = drainplan.MeshConfigs(cluster, scope.root_namespace)
     gateways = []
     for gp in plan.gateways:
         ports = drain_ports(gp)
@@ -563,7 +613,8 @@ def _base_selector(gateway: Gateway, scope: Scope) -> dict[str, str]:
 
 
 def _with_user_selector(gateway: Gateway, scope: Scope,
-                        cluster: Cluster) -> tuple[Gateway, tuple[str, ...]]:
+                        list_pods: Callable[[str, str], list[Pod]],
+                        ) -> tuple[Gateway, tuple[str, ...]]:
     """The gateway with the selector its filter gets: the base one, narrowed until it matches
     no other proxy's pods in the gateway's namespace (where the filter lives), or refused;
     and the other gateways the base one matched."""
@@ -571,7 +622,7 @@ def _with_user_selector(gateway: Gateway, scope: Scope,
 
     base = _base_selector(gateway, scope)
     # Listed by the selector itself: pods it matches need not carry the well-known labels.
-    pods = cluster.list_pods(gateway.namespace, own_selector.selector_text(base))
+    pods = list_pods(gateway.namespace, own_selector.selector_text(base))
     narrowed = own_selector.narrow(gateway, base, pods)
     return replace(gateway, selector=narrowed.labels), narrowed.others
 

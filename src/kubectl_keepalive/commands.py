@@ -18,7 +18,7 @@ from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageE
 # The use cases are imported by the commands that run them: `version` and `completion` start
 # without loading them (start-up time, see benchmarks/startup.py).
 if TYPE_CHECKING:
-    from kubectl_keepalive import app, drainplan
+    from kubectl_keepalive import app, drainplan, planreads
     from kubectl_keepalive.model import Gateway, KeepaliveSettings
 
 EXIT_ABORTED = 1
@@ -259,7 +259,7 @@ def cmd_enable(ctx: Context) -> int:
     return _carry_out(ctx, cluster, scope, plan, timeout)
 
 
-def wanted_settings(ctx: Context, cluster: Any) -> KeepaliveSettings | app.SettingsFor:
+def wanted_settings(ctx: Context, cluster: Any) -> KeepaliveSettings | planreads.SettingsFor:
     """What enable writes and diff compares against: one function, so that `diff` after
     `enable -y` with the same flags finds nothing to change (balancer-aware defaults too:
     chosen by the plan once it has found the gateways)."""
