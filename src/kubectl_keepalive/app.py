@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kubectl_keepalive import envoy_dump, envoyfilter, sockopts
 from kubectl_keepalive.errors import (
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from kubectl_keepalive import drainplan, inflight, planreads, sockets
     from kubectl_keepalive.cluster import Cluster
 
-T = TypeVar("T")
 ADMIN_LISTENERS_PATH = "config_dump?resource=dynamic_listeners"
 BOOTSTRAP_PORTS = frozenset({15000, 15021, 15090})  # admin, health, prometheus: never patched
 DEFAULT_SETTINGS = KeepaliveSettings(idle=60, interval=10, probes=3)
@@ -146,32 +145,6 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
     return {f"{r.pod.namespace}/{r.pod.name}": r for r in results if r.pod}
 
 
-def _started(work: Callable[[], T]) -> Callable[[], T]:
-    """`work` running on its own thread; call the result to wait for it and get what it
-    returned, or its exception. (A thread, not a pool: one-pod commands start no pool.)"""
-    import threading
-
-    done: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            done.append(work())
-        except BaseException as exc:  # handed to the caller
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def wait() -> T:
-        thread.join()
-        if failed:
-            raise failed[0]
-        return done[0]
-
-    return wait
-
-
 def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
     """Stat prefixes per port; a dump that parsed as listeners but not here only costs the
     in-flight split (every connection then counts as in flight)."""
@@ -191,7 +164,7 @@ def status(cluster: Cluster, scope: Scope, with_sockets: bool = False,
     The REST reads that need only the gateways found (the filters, and `beside`: a plan's own)
     run on a second thread while the pods' Envoys are read through their streams.
     """
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive import background, discovery
 
     gateways = discover(cluster, scope)
     if not gateways:
@@ -203,7 +176,7 @@ def status(cluster: Cluster, scope: Scope, with_sockets: bool = False,
             beside(gateways)
         return found
 
-    filters_read = _started(rest_reads)
+    filters_read = background.started(rest_reads)
     envoys = (p for g in gateways if g.proxy == discovery.ENVOY for p in g.pods)
     reads = read_pods(cluster, envoys, scope, with_sockets, with_stats)
     filters = filters_read()

@@ -49,15 +49,23 @@ def acted_on(cluster: Cluster, scope: app.Scope) -> list[Gateway]:
 
 
 def diagnose(cluster: Cluster, scope: app.Scope, profile: analysis.Profile) -> Diagnosis:
+    from kubectl_keepalive import background
+
     gateways = acted_on(cluster, scope)
-    namespaces = {g.namespace for g in gateways}
-    services = [s for ns in sorted(namespaces) for s in cluster.list_services(ns)]
-    provider_ids = cluster.node_provider_ids()
-    out: list[PortDiagnosis] = []
+    namespaces = sorted({g.namespace for g in gateways})
+
+    def fronts_read() -> tuple[list[dict[str, Any]], list[str] | None]:
+        return ([s for ns in namespaces for s in cluster.list_services(ns)],
+                cluster.node_provider_ids())
+
+    # The Services and nodes are listed while the pods' dumps are read.
+    fronts_later = background.started(fronts_read)
     problems: list[str] = []
+    dumps = [(gateway, _full_dump(cluster, gateway, scope, problems)) for gateway in gateways]
+    services, provider_ids = fronts_later()
+    out: list[PortDiagnosis] = []
     all_fronts: list[FrontPort] = []
-    for gateway in gateways:
-        dump = _full_dump(cluster, gateway, scope, problems)
+    for gateway, dump in dumps:
         if dump is None:
             continue
         fronts = front_ports(gateway, services, provider_ids)

@@ -1,16 +1,18 @@
-"""A plan's REST reads beside the Envoy reads: they really overlap, each is made once, and a
-failure surfaces where the plan asks for that answer, with nothing written."""
+"""REST reads beside the Envoy reads (a plan's, doctor's): they really overlap, each is made
+once, and a failure surfaces where the command asks for that answer, with nothing written."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+import pytest
+
 from kubectl_keepalive.errors import ClusterError, ForbiddenError
 from kubectl_keepalive.model import Pod
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)
-from tests.unit.test_cli_doctor import NLB, service
+from tests.unit.test_cli_doctor import NLB, gateway_with_dump, service
 
 
 class Overlapping(FakeCluster):
@@ -40,6 +42,36 @@ def test_the_rest_reads_overlap_the_envoy_reads_and_are_made_once(
     assert code == 1, err
     assert err.count("note: using idle=") == 1, err  # the NLB's timeout, said once
     assert fake.asked == ["list_services"]
+
+
+class DoctorOverlapping(Overlapping):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gateways = [gateway_with_dump()]
+
+    def read_admin(self, pod: Pod, path: str, timeout: float) -> Any:
+        assert self.services_listed.wait(10), "the Services were not listed beside the dump"
+        return super().read_admin(pod, path, timeout)
+
+
+def test_doctor_lists_services_while_it_reads_the_dump(env: dict[str, str]) -> None:  # noqa: F811
+    fake = DoctorOverlapping()
+    code, out, err = run(fake, env, "doctor", "--duration", "10m")
+    assert code in (0, 1), err
+    assert "Service istio-ingressgateway port 80" in out, out
+    assert fake.asked == ["list_services"]
+
+
+def test_work_beside_hands_back_its_result_or_its_exception() -> None:
+    from kubectl_keepalive import background
+
+    assert background.started(lambda: 42)() == 42
+
+    def fails() -> int:
+        raise ForbiddenError("nodes is forbidden")
+
+    with pytest.raises(ForbiddenError, match="nodes is forbidden"):
+        background.started(fails)()
 
 
 class Refusing(FakeCluster):
