@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint unit test demo dist bench bench-fleet bench-startup cluster-up cluster-down clean
+.PHONY: help venv lint unit test demo dist bench bench-fleet bench-startup bench-compare cluster-up cluster-down clean
 
 help:
 	@echo "make demo   the incident replayed on the lab: a long request cut, enable, saved"
 	@echo "make test   install what the tests need, then lint and run every test tier"
 	@echo "make unit   the pure tier only (fast, no real components)"
 	@echo "make bench  run the benchmarks and print their tables (bench-fleet, bench-startup: lab)"
+	@echo "make bench-compare REV=...   the work tree against a revision, one-pod commands, lab"
 	@echo "make dist   the krew archive dist/kubectl-keepalive.tar.gz, plugin.yaml, krew-manifest.yaml"
 	@echo "make cluster-up / cluster-down   the lab Kubernetes cluster (prints its kubeconfig)"
 
@@ -68,6 +69,12 @@ bench-fleet: venv
 bench-startup: venv
 	$(LAB_RUN) '$(PY) benchmarks/startup.py --kubeconfig "$$(bash lab/cluster-up.sh)"'
 	$(LAB_RUN) '$(PY) benchmarks/krew_startup.py --kubeconfig "$$(bash lab/cluster-up.sh)"'
+
+# Two revisions side by side on the lab (one-pod status, diff, doctor and istioctl), e.g.
+# `make bench-compare REV=v0.1.0`: the work tree against REV, in one interleaved run.
+REV ?= HEAD
+bench-compare: venv
+	$(LAB_RUN) '$(PY) benchmarks/compare.py --kubeconfig "$$(bash lab/cluster-up.sh)" $(REV)'
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
