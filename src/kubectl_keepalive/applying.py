@@ -417,9 +417,36 @@ def _await_push(run: _Run, gp: GatewayPlan) -> bool:
                 f"timeout, so deployment {label} was not restarted ({'; '.join(pending)}); "
                 f"is istiod for revision {revisions} running?"
             )
+        _check_unchanged(run, gp)
         run.report(f"waiting for istiod to push the change to gateway {label} before "
                    f"restarting ({len(pending)} pending)")
         run.sleep(min(2.0, run.left()))
+
+
+def _check_unchanged(run: _Run, gp: GatewayPlan) -> None:
+    """The filter is still what this run wrote (or still gone, after a delete). Another enable
+    with other settings, or a disable, may have changed it meanwhile: then istiod will never
+    push what this run waits for, and the timeout would blame istiod. Say so at once."""
+    source = gp.wanted if gp.wanted is not None else gp.current
+    if source is None:
+        return
+    namespace, name = _ns(source), _name(source)
+    current = run.retrying(f"reading envoyfilter {namespace}/{name}",
+                           lambda: run.cluster.get_envoyfilter(namespace, name))
+    if gp.wanted is None:
+        now = "created again" if current is not None else None
+    elif current is None:
+        now = "deleted"
+    elif envoyfilter.comparable(current) != envoyfilter.comparable(gp.wanted):
+        now = "changed"
+    else:
+        now = None
+    if now is not None:
+        label = _label(gp.gateway)
+        raise ConflictError(
+            f"envoyfilter {namespace}/{name} was {now} by another writer (another enable or "
+            f"disable?) while this run waited for istiod's push, so deployment {label} was not "
+            "restarted; re-run the command you mean to converge on")
 
 
 def _tcp_listeners(got: PodListeners, port: int) -> list[Listener]:

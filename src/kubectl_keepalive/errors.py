@@ -42,7 +42,8 @@ class ForbiddenError(ClusterError):
 
 
 class ConflictError(ClusterError):
-    """Someone else's EnvoyFilter already sets keepalive on the same gateway port."""
+    """Someone else's EnvoyFilter already sets keepalive on the same gateway port, or another
+    writer changed ours while this run waited on it."""
 
 
 class VerificationError(KeepaliveError):

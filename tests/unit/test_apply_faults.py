@@ -7,6 +7,7 @@ calls of one verb; the clock is injected, so timeouts are exact and the tests do
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,37 @@ def test_a_rollout_under_way_is_waited_for_not_restarted_again(
                        rollout_incomplete=rolling)
     assert plan.needs_restart is restart
     assert plan.changes is (restart or rolling is not None)
+
+
+class RacedBy(FakeCluster):
+    """istiod never pushes here, and another writer changes the filter right after ours."""
+
+    def __init__(self, change: str) -> None:
+        super().__init__(ingress(), propagate=False)
+        self.change = change
+
+    def create_envoyfilter(self, namespace: str, body: dict[str, Any],
+                           dry_run: bool) -> dict[str, Any]:
+        created = super().create_envoyfilter(namespace, body, dry_run)
+        key = (namespace, body["metadata"]["name"])
+        if self.change == "delete":
+            del self.filters[key]
+        else:  # another enable, with --idle 30s
+            for patch in self.filters[key]["spec"]["configPatches"]:
+                for option in patch["patch"]["value"]["socket_options"]:
+                    if option["name"] == 4:
+                        option["int_value"] = 30
+        return created
+
+
+@pytest.mark.parametrize(("change", "says"), [("update", "changed"), ("delete", "deleted")])
+def test_a_filter_changed_by_another_writer_is_named_not_blamed_on_istiod(
+        change: str, says: str) -> None:
+    fake, clock, seen = RacedBy(change), FakeClock(), []
+    with pytest.raises(applying.PartialFailure) as caught:
+        enable(fake, 60, clock, seen, {})
+    assert caught.value.exit_code == EXIT_CLUSTER
+    message = str(caught.value)
+    assert f"was {says} by another writer" in message and "istiod has not pushed" not in message
+    assert clock.now < 5, "found on the first wait, not at the timeout"
+    assert [w[0] for w in fake.writes] == ["create"]  # no restart
