@@ -6,12 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint unit test demo dist bench bench-fleet bench-startup bench-compare cluster-up cluster-down clean
+.PHONY: help venv lint unit unit-oldest test demo dist bench bench-fleet bench-startup bench-compare cluster-up cluster-down clean
 
 help:
 	@echo "make demo   the incident replayed on the lab: a long request cut, enable, saved"
 	@echo "make test   install what the tests need, then lint and run every test tier"
-	@echo "make unit   the pure tier only (fast, no real components)"
+	@echo "make unit   the pure tier only (fast, no real components); unit-oldest: under python 3.9"
 	@echo "make bench  run the benchmarks and print their tables (bench-fleet, bench-startup: lab)"
 	@echo "make bench-compare REV=...   the work tree against a revision, one-pod commands, lab"
 	@echo "make dist   the krew archive dist/kubectl-keepalive.tar.gz, plugin.yaml, krew-manifest.yaml"
@@ -35,6 +35,11 @@ unit: venv
 test: venv lint
 	bash scripts/netlab-deps.sh
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
+	bash scripts/unit-oldest-python.sh
+
+# The unit tier under python 3.9, the oldest the plugin supports (also the end of `make test`).
+unit-oldest:
+	bash scripts/unit-oldest-python.sh
 
 dist: venv
 	$(PY) scripts/dist/build.py
@@ -77,4 +82,4 @@ bench-compare: venv
 	$(LAB_RUN) '$(PY) benchmarks/compare.py --kubeconfig "$$(bash lab/cluster-up.sh)" $(REV)'
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-oldest build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -166,6 +166,13 @@ def options_live(lab: Lab) -> bool:
     return bool(pods)
 
 
+def reset_pushed(lab: Lab) -> None:
+    """The lab's reset deleted the filter an earlier test wrote with the same options; until
+    istiod has pushed that, the pod still shows them, and an enable run while istiod is down
+    would find them live and wait for no push (the fault under test would never be met)."""
+    eventually(lambda: not options_live(lab), "istiod to push the reset lab", 60)
+
+
 def rerun_finishes(lab: Lab, args: list[str]) -> subprocess.CompletedProcess[str]:
     again = lab.keepalive(*args)
     assert again.returncode == 0, again.stderr
@@ -259,6 +266,7 @@ def test_istiod_killed_in_the_push_wait_is_restarted_and_enable_finishes(faults:
     pid_file = labctl.run_dir() / "istiod-default.pid"
     istiod = int(pid_file.read_text())
     stamp = restarted_at(lab)
+    reset_pushed(lab)
     # Killed before the write, so the push wait is where enable meets it.
     os.kill(istiod, signal.SIGKILL)
 
@@ -286,6 +294,7 @@ def test_a_pod_deleted_during_verification_is_replaced_and_the_new_one_verified(
     (pod,) = [p["metadata"]["name"] for p in running_pods(lab)]
     istiod = int((labctl.run_dir() / "istiod-default.pid").read_text())
     args = [*ENABLE, "--no-restart", "--timeout", "60s"]
+    reset_pushed(lab)
     # istiod frozen: verification waits for the push, and the pod goes meanwhile.
     os.kill(istiod, signal.SIGSTOP)
 

@@ -236,3 +236,19 @@ def test_in_cluster_reads_the_service_account(tmp_path: Path,
     built = connection.build(resolved)
     assert built.server == "https://10.0.0.1:443"
     assert built.credentials.current().authorization == "Bearer sa-token"
+
+
+def test_libyaml_only_where_it_bounds_nesting() -> None:
+    """PyYAML 6.0.3's C loader crashes the interpreter on deep flow nesting: never used there."""
+    from types import SimpleNamespace
+
+    from kubectl_keepalive.kubeconfig import _safe_loader
+
+    def fake(version: str, libyaml: bool = True) -> object:
+        return SimpleNamespace(__version__=version, __with_libyaml__=libyaml,
+                               CSafeLoader="C", SafeLoader="Python")
+
+    assert _safe_loader(fake("6.0.3")) == "Python"
+    assert _safe_loader(fake("6.0.4")) == "C"
+    assert _safe_loader(fake("6.1.0")) == "C"
+    assert _safe_loader(fake("6.0.4", libyaml=False)) == "Python"
