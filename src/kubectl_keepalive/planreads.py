@@ -10,9 +10,10 @@ answer, so a command fails at the same step, with the same error, as when it ask
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from kubectl_keepalive import discovery
+from kubectl_keepalive.background import Outcome
 from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import Gateway, KeepaliveSettings, Pod
@@ -20,25 +21,7 @@ from kubectl_keepalive.model import Gateway, KeepaliveSettings, Pod
 if TYPE_CHECKING:
     from kubectl_keepalive import drainplan
 
-T = TypeVar("T")
 SettingsFor = Callable[[Sequence[Gateway]], KeepaliveSettings]
-
-
-class Outcome(Generic[T]):
-    """A value, or the exception that came instead; `get` gives the one or raises the other."""
-
-    def __init__(self, work: Callable[[], T]) -> None:
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        try:
-            self._value = work()
-        except Exception as exc:  # raised again by get(), where the caller asks
-            self._error = exc
-
-    def get(self) -> T:
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
 
 
 class PlanReads:

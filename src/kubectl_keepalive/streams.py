@@ -116,11 +116,6 @@ class HttpAnswer:
     body: bytes
 
 
-def http_get(ws: Any, path: str, timeout: float) -> HttpAnswer:
-    """GET `path` from the one forwarded port (index 0) and read the whole answer."""
-    return http_get_all(ws, [path], timeout)[0][0]
-
-
 def http_get_all(ws: Any, paths: list[str],
                  timeout: float) -> tuple[list[HttpAnswer], str | None]:
     """GET each path in turn on the one forwarded connection (HTTP/1.1 keep-alive, the last
