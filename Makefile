@@ -26,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml requirements/test.txt
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests scripts benchmarks lab
+	$(VENV)/bin/ruff check kubectl_keepalive tests scripts benchmarks lab
 	$(VENV)/bin/mypy
 
 unit: venv
@@ -82,4 +82,4 @@ bench-compare: venv
 	$(LAB_RUN) '$(PY) benchmarks/compare.py --kubeconfig "$$(bash lab/cluster-up.sh)" $(REV)'
 
 clean:
-	rm -rf $(VENV) .venv-oldest build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-oldest build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

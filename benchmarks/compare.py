@@ -26,10 +26,19 @@ from startup import copy_tree, install
 COMMANDS = (("status", []), ("diff", []), ("doctor", ["--duration", "10m"]))
 
 
+def package_root(revision: str) -> str:
+    """Where `revision` keeps the package: `kubectl_keepalive/` at the top since the layout
+    move, `src/` before it."""
+    listed = subprocess.run(["git", "-C", str(benchlib.REPO), "ls-tree", "--name-only", revision],
+                            capture_output=True, check=True, text=True, timeout=60).stdout
+    return "kubectl_keepalive" if "kubectl_keepalive" in listed.split() else "src"
+
+
 def export(revision: str, into: Path) -> Path:
     """The package sources of `revision`, as `git archive` gives them."""
-    archive = subprocess.run(["git", "-C", str(benchlib.REPO), "archive", revision, "src",
-                              "setup.cfg", "pyproject.toml", "README.md", "LICENSE"],
+    archive = subprocess.run(["git", "-C", str(benchlib.REPO), "archive", revision,
+                              package_root(revision), "setup.cfg", "pyproject.toml", "README.md",
+                              "LICENSE"],
                              capture_output=True, check=True, timeout=120).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import benchlib
 
-COPIED = ("src", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
+COPIED = ("kubectl_keepalive", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 
 
 def install(python: str, into: Path, source: Path) -> Path:

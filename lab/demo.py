@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import labctl  # noqa: E402  (lab/ is this script's directory)
+
 from tests.support.netlab import IncidentLab  # noqa: E402
 
 IDLE_TIMEOUT = 5

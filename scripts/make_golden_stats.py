@@ -30,11 +30,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "src"))
-
-from tests.support.envoy import Envoy  # noqa: E402
 
 from kubectl_keepalive import inflight  # noqa: E402
+from tests.support.envoy import Envoy  # noqa: E402
 
 HTTP_PORT, TCP_PORT = 28080, 28443
 HCM_TYPE = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."

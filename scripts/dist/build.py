@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "requirements.txt"
 LAUNCHER = HERE / "launcher"
-PACKAGE = REPO / "src" / "kubectl_keepalive"
+PACKAGE = REPO / "kubectl_keepalive"
 HOMEPAGE = "https://github.com/kubectl-keepalive/kubectl-keepalive"
 ARCHIVE_NAME = "kubectl-keepalive.tar.gz"
 RELEASE_URL = f"{HOMEPAGE}/releases/download/{{tag}}/{ARCHIVE_NAME}"
@@ -233,7 +233,7 @@ def archive_files(cache: Path) -> dict[str, tuple[bytes, int]]:
 def version() -> str:
     match = re.search(r'^__version__ = "([^"]+)"', (PACKAGE / "__init__.py").read_text(), re.M)
     if not match:
-        raise SystemExit("error: no __version__ in src/kubectl_keepalive/__init__.py")
+        raise SystemExit("error: no __version__ in kubectl_keepalive/__init__.py")
     return match.group(1)
 
 

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "scripts" / "dist" / "build.py"
 GOLDEN = REPO / "tests" / "golden" / "ingressgateway-8080-on" / "config_dump.json"
 VERSION = re.search(r'__version__ = "([^"]+)"',
-                    (REPO / "src" / "kubectl_keepalive" / "__init__.py").read_text())
+                    (REPO / "kubectl_keepalive" / "__init__.py").read_text())
 
 
 @dataclass(frozen=True)
