@@ -46,6 +46,13 @@ class ConflictError(ClusterError):
     writer changed ours while this run waited on it."""
 
 
+class AlreadyExists(KeepaliveError):
+    """Create lost a race: the object appeared since it was read. Callers re-read and retry."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(f"envoyfilter {namespace}/{name} already exists")
+
+
 class VerificationError(KeepaliveError):
     """The filter was written but the live listeners do not show the wanted options."""
 

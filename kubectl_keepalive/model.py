@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 # The pod annotation that overrides the mesh's proxy config for one pod (Istio's ProxyConfig).
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+# The label (on configs and pods) and pod annotation naming the Istio revision that serves them.
+REVISION_LABEL = "istio.io/rev"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kubectl_keepalive import inflight  # noqa: E402
+from kubectl_keepalive.envoy import inflight  # noqa: E402
 from tests.support.envoy import Envoy  # noqa: E402
 
 HTTP_PORT, TCP_PORT = 28080, 28443

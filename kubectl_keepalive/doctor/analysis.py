@@ -15,8 +15,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from kubectl_keepalive import sockopts
 from kubectl_keepalive.durations import format_duration
+from kubectl_keepalive.envoy import sockopts
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import Keepalive
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import envoy_dump, sockopts
+from kubectl_keepalive.envoy import envoy_dump, sockopts
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import Keepalive
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_keepalive import rbac
+from kubectl_keepalive.kube import rbac
 from tests.cluster.conftest import MANAGED, Lab
 
 pytestmark = pytest.mark.cluster

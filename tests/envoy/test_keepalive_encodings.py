@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_keepalive.cli import main
+from kubectl_keepalive.cli.main import main
 from tests.support.envoy import Envoy, require_envoy
 
 pytestmark = pytest.mark.envoy

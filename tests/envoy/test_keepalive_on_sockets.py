@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_keepalive.cli import main
+from kubectl_keepalive.cli.main import main
 from tests.support.envoy import Envoy, require_envoy
 from tests.support.standin_istio_merge import merge_listener_patches
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive.cli import main
+from kubectl_keepalive.cli.main import main
 from tests.support.netlab import (
     CLIENT_IP,
     GATEWAY_IP,

@@ -16,15 +16,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_keepalive import labelselector
-from kubectl_keepalive.cluster import AdminRead, Condition, RolloutState
 from kubectl_keepalive.errors import (
+    AlreadyExists,
     ClusterError,
     ForbiddenError,
     KeepaliveError,
     UnavailableError,
 )
-from kubectl_keepalive.kube import AlreadyExists
+from kubectl_keepalive.kube import labelselector
+from kubectl_keepalive.kube.cluster import AdminRead, Condition, RolloutState
 from kubectl_keepalive.model import Deployment, Pod
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive import app, applying
 from kubectl_keepalive.errors import EXIT_CLUSTER, EXIT_VERIFY, UnavailableError
 from kubectl_keepalive.model import KeepaliveSettings
+from kubectl_keepalive.usecases import app, applying
 from tests.support.clock import FakeClock
 from tests.unit.fake_cluster import FakeCluster, FakeGateway
 
@@ -119,8 +119,8 @@ def test_pods_not_verified_are_named_in_the_account() -> None:
 )
 def test_a_rollout_under_way_is_waited_for_not_restarted_again(
         action: str, live: bool, rolling: str | None, restart: bool) -> None:
-    from kubectl_keepalive.app import GatewayPlan
     from kubectl_keepalive.model import Gateway
+    from kubectl_keepalive.usecases.app import GatewayPlan
 
     plan = GatewayPlan(Gateway("ns", "gw"), None, None, action, (), live, (),
                        rollout_incomplete=rolling)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_keepalive import envoyfilter
-from kubectl_keepalive.cli import main
+from kubectl_keepalive.cli.main import main
+from kubectl_keepalive.istio import envoyfilter
 from tests.unit.fake_cluster import FakeCluster, FakeGateway
 
 KUBECONFIG = {

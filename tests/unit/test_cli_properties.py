@@ -18,9 +18,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubectl_keepalive.cli import build_parser, main
+from kubectl_keepalive.cli.main import build_parser, main
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.labelselector import parse as parse_selector
+from kubectl_keepalive.kube.labelselector import parse as parse_selector
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import KUBECONFIG, ingress
 

@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubectl_keepalive.cli import build_parser
-from kubectl_keepalive.completion import complete, install_completion, render
+from kubectl_keepalive.cli.completion import complete, install_completion, render
+from kubectl_keepalive.cli.main import build_parser
 
 
 def fake_kubectl(args: list[str]) -> list[str]:
@@ -61,7 +61,7 @@ def test_real_kubectl_asks_the_installed_script(tmp_path: Path) -> None:
 def test_install_into_a_missing_folder_is_one_usage_line(tmp_path: Path) -> None:
     import io
 
-    from kubectl_keepalive.cli import main
+    from kubectl_keepalive.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     missing = tmp_path / "no" / "such"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive.credentials import Credentials
 from kubectl_keepalive.errors import ClusterError, UsageError
+from kubectl_keepalive.kube.client.credentials import Credentials
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"

@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive.discovery import decide_role, group_gateways, selectors_to_list
 from kubectl_keepalive.errors import ClusterError
+from kubectl_keepalive.istio.discovery import decide_role, group_gateways, selectors_to_list
+from kubectl_keepalive.istio.own_selector import narrow
 from kubectl_keepalive.model import Deployment, Pod
-from kubectl_keepalive.own_selector import narrow
 from tests.unit.fake_cluster import (
     FakeCluster,
     FakeGateway,
@@ -80,7 +80,7 @@ def test_only_pods_pinned_to_their_injectors_revision_get_a_revision_labelled_fi
 
 
 def test_the_injector_records_its_revision_in_the_pod_annotations() -> None:
-    from kubectl_keepalive.kube import _pod
+    from kubectl_keepalive.kube.api import _pod
 
     def parsed(annotations: dict[str, str]) -> str | None:
         return _pod({"metadata": {"name": "p", "annotations": annotations}}).injected_revision
@@ -93,7 +93,7 @@ def test_the_injector_records_its_revision_in_the_pod_annotations() -> None:
 
 def test_a_listed_pod_and_deployment_carry_what_the_plan_needs() -> None:
     """The drain inputs and the rollout come with the listing: the plan asks for neither."""
-    from kubectl_keepalive.kube import _deployment, _pod
+    from kubectl_keepalive.kube.api import _deployment, _pod
 
     pod = _pod({"metadata": {"name": "p", "annotations": {
         "proxy.istio.io/config": '{"drainDuration": "7s"}'}},
@@ -180,7 +180,7 @@ def test_sidecars_are_never_gateways_even_when_labelled_istio() -> None:
 
 
 def test_the_proxy_args_are_read_from_the_istio_proxy_container() -> None:
-    from kubectl_keepalive.kube import _pod
+    from kubectl_keepalive.kube.api import _pod
 
     item = {"metadata": {"name": "w"}, "spec": {"containers": [
         {"name": "app", "args": ["serve"]},

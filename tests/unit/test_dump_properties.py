@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubectl_keepalive import envoy_dump, sockopts
+from kubectl_keepalive.envoy import envoy_dump, sockopts
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import Listener
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive import envoy_dump, sockopts
+from kubectl_keepalive.envoy import envoy_dump, sockopts
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.model import ListenerState
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive.cli import main
+from kubectl_keepalive.cli.main import main
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(p.parent for p in GOLDEN.glob("*/expected.json")

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive import drainplan, inflight
+from kubectl_keepalive.envoy import inflight
+from kubectl_keepalive.envoy.sockets import Connections, count_by_local_port
 from kubectl_keepalive.errors import VerificationError
 from kubectl_keepalive.model import Deployment, RolloutState
-from kubectl_keepalive.sockets import Connections, count_by_local_port
+from kubectl_keepalive.usecases import drainplan
 from tests.support.clock import FakeClock
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)

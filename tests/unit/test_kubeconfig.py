@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.kubeconfig import resolve
+from kubectl_keepalive.kube.client.kubeconfig import resolve
 
 
 def write(path: Path, current: str, contexts: dict[str, dict[str, str]],
@@ -57,7 +57,7 @@ def test_resolving_never_writes_the_kubeconfig(tmp_path: Path) -> None:
     (tmp_path / "ca.crt").write_text("not used: no request is made\n")
     before = (path.read_bytes(), path.stat().st_mtime_ns)
     resolve(str(path), None, None, {})
-    from kubectl_keepalive.kube import KubeCluster
+    from kubectl_keepalive.kube.api import KubeCluster
 
     KubeCluster(resolve(str(path), None, None, {}))
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
@@ -119,7 +119,7 @@ def test_unreadable_files_are_usage_errors(tmp_path: Path, content: bytes) -> No
 
 
 def test_missing_files_named_by_paths_fail_when_connecting(tmp_path: Path) -> None:
-    from kubectl_keepalive import connection
+    from kubectl_keepalive.kube.client import connection
 
     config = {**GOOD, "users": [{"name": "u", "user": {"client-certificate": "nope.crt",
                                                        "client-key": "nope.key"}}]}
@@ -160,7 +160,7 @@ def two_of_everything(tmp_path: Path) -> Path:
 
 
 def test_cluster_and_user_flags_pick_other_entries(tmp_path: Path) -> None:
-    from kubectl_keepalive.kubeconfig import ConnectionFlags
+    from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
     path = two_of_everything(tmp_path)
     plain = resolve(str(path), None, None, {})
@@ -174,7 +174,7 @@ def test_cluster_and_user_flags_pick_other_entries(tmp_path: Path) -> None:
 
 
 def test_server_ca_insecure_and_sni_overrides_follow_clientcmd(tmp_path: Path) -> None:
-    from kubectl_keepalive.kubeconfig import ConnectionFlags
+    from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
     path = two_of_everything(tmp_path)
     moved = resolve(str(path), None, None, {}, flags=ConnectionFlags(server="https://lb:443"))
@@ -194,8 +194,8 @@ def test_server_ca_insecure_and_sni_overrides_follow_clientcmd(tmp_path: Path) -
 
 def test_token_replaces_the_users_auth_and_impersonation_becomes_headers(
         tmp_path: Path) -> None:
-    from kubectl_keepalive import connection
-    from kubectl_keepalive.kubeconfig import ConnectionFlags
+    from kubectl_keepalive.kube.client import connection
+    from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
     path = two_of_everything(tmp_path)
     flags = ConnectionFlags(token="flag-token", as_user="jane", as_groups=("g1", "g2"),
@@ -213,7 +213,7 @@ def test_token_replaces_the_users_auth_and_impersonation_becomes_headers(
 
 
 def test_server_flag_works_without_any_kubeconfig(tmp_path: Path) -> None:
-    from kubectl_keepalive.kubeconfig import ConnectionFlags
+    from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
     resolved = resolve(None, None, None, {"HOME": str(tmp_path)},
                        flags=ConnectionFlags(server="https://api:6443", token="t"))
@@ -223,7 +223,7 @@ def test_server_flag_works_without_any_kubeconfig(tmp_path: Path) -> None:
 
 def test_in_cluster_reads_the_service_account(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubectl_keepalive import connection, kubeconfig
+    from kubectl_keepalive.kube.client import connection, kubeconfig
 
     (tmp_path / "token").write_text("sa-token\n")
     (tmp_path / "namespace").write_text("gateways")
@@ -242,7 +242,7 @@ def test_libyaml_only_where_it_bounds_nesting() -> None:
     """PyYAML 6.0.3's C loader crashes the interpreter on deep flow nesting: never used there."""
     from types import SimpleNamespace
 
-    from kubectl_keepalive.kubeconfig import _safe_loader
+    from kubectl_keepalive.kube.client.kubeconfig import _safe_loader
 
     def fake(version: str, libyaml: bool = True) -> object:
         return SimpleNamespace(__version__=version, __with_libyaml__=libyaml,

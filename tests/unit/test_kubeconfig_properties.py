@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubectl_keepalive import connection
 from kubectl_keepalive.errors import ClusterError, UsageError
-from kubectl_keepalive.kubeconfig import ConnectionFlags, resolve
+from kubectl_keepalive.kube.client import connection
+from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags, resolve
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30),
                     st.floats(allow_nan=False), st.text(max_size=12),

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubectl_keepalive import labelselector
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.labelselector import Requirement, canonical, equality_labels, parse
+from kubectl_keepalive.kube import labelselector
+from kubectl_keepalive.kube.labelselector import Requirement, canonical, equality_labels, parse
 
 
 @pytest.mark.parametrize(

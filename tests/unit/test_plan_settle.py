@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from kubectl_keepalive import app
-from kubectl_keepalive.app import DEFAULT_SETTINGS, Scope
-from kubectl_keepalive.cluster import AdminRead
 from kubectl_keepalive.errors import ClusterError, ForbiddenError, KeepaliveError
+from kubectl_keepalive.kube.cluster import AdminRead
 from kubectl_keepalive.model import Pod
+from kubectl_keepalive.usecases import app
+from kubectl_keepalive.usecases.app import DEFAULT_SETTINGS, Scope
 from tests.support.clock import FakeClock
 from tests.unit.fake_cluster import FakeCluster, FakeGateway
 

@@ -63,7 +63,7 @@ def test_doctor_lists_services_while_it_reads_the_dump(env: dict[str, str]) -> N
 
 
 def test_work_beside_hands_back_its_result_or_its_exception() -> None:
-    from kubectl_keepalive import background
+    from kubectl_keepalive.usecases import background
 
     assert background.started(lambda: 42)() == 42
 

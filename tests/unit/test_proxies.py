@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.proxies import Proxy, choose
+from kubectl_keepalive.kube.client.proxies import Proxy, choose
 
 HTTPS = "https://api.example.com:6443"
 

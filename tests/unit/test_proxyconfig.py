@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from kubectl_keepalive import proxyconfig
-from kubectl_keepalive.proxyconfig import Timing
+from kubectl_keepalive.istio import proxyconfig
+from kubectl_keepalive.istio.proxyconfig import Timing
 from tests.unit.fake_cluster import FakeCluster, FakeGateway
 from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)
 

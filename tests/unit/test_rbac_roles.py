@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_keepalive import rbac
-from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.errors import KeepaliveError
-from kubectl_keepalive.kube import KubeCluster
-from kubectl_keepalive.kubeconfig import resolve
+from kubectl_keepalive.kube import rbac
+from kubectl_keepalive.kube.api import KubeCluster
+from kubectl_keepalive.kube.client.kubeconfig import resolve
+from kubectl_keepalive.kube.cluster import Cluster
 from kubectl_keepalive.model import Pod
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import env, run  # noqa: F401  (env is a fixture)
@@ -218,7 +218,7 @@ def command_triples(env: dict[str, str], adapter: dict[str, set[Triple]],  # noq
         assert run(fake, env, *ARGV[rbac.ENABLE])[0] == 0
     recorder = MethodRecorder(fake)
     out, err = io.StringIO(), io.StringIO()
-    from kubectl_keepalive.cli import main
+    from kubectl_keepalive.cli.main import main
 
     code = main(ARGV[command], out, err, lambda _: recorder, env, io.StringIO(""))
     assert code in (0, 1), err.getvalue()  # diff finds changes: 1

@@ -4,8 +4,8 @@ import datetime
 
 import pytest
 
-from kubectl_keepalive import rollout
-from kubectl_keepalive.cluster import Condition, RolloutState
+from kubectl_keepalive.kube import rollout
+from kubectl_keepalive.kube.cluster import Condition, RolloutState
 from tests.support.clock import FakeClock
 
 

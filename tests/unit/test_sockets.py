@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from kubectl_keepalive.sockets import Connections, count_by_local_port
+from kubectl_keepalive.envoy.sockets import Connections, count_by_local_port
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import env, ingress, run  # noqa: F401  (env is a fixture)
 

@@ -5,7 +5,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubectl_keepalive import envoyfilter, sockopts
+from kubectl_keepalive.envoy import sockopts
+from kubectl_keepalive.istio import envoyfilter
 from kubectl_keepalive.model import Gateway, KeepaliveSettings, Pod, SocketOption
 
 SETTINGS = KeepaliveSettings(idle=60, interval=10, probes=3)

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_keepalive import websock
 from kubectl_keepalive.errors import ClusterError, ForbiddenError
-from kubectl_keepalive.kube import KubeCluster
-from kubectl_keepalive.kubeconfig import ConnectionFlags, resolve
+from kubectl_keepalive.kube.api import KubeCluster
+from kubectl_keepalive.kube.client import websock
+from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags, resolve
+from kubectl_keepalive.kube.client.transport import HandshakeError
 from kubectl_keepalive.model import Pod
-from kubectl_keepalive.transport import HandshakeError
 
 POD = Pod(namespace="gw", name="gateway-1")
 BINARY, CLOSE = websock.OPCODE_BINARY, websock.OPCODE_CLOSE
@@ -193,7 +193,7 @@ def test_rest_escapes_segments_and_sends_impersonation(cluster: KubeCluster,
     cluster.list_pods("../../apis/apps/v1/namespaces/kube-system/deployments?x=", "a=b")
     assert sent[0][1] == ("/api/v1/namespaces/..%2F..%2Fapis%2Fapps%2Fv1%2Fnamespaces%2F"
                           "kube-system%2Fdeployments%3Fx%3D/pods")
-    from kubectl_keepalive.credentials import Auth
+    from kubectl_keepalive.kube.client.credentials import Auth
 
     assert cluster._transport.headers(Auth("Bearer t")) == [
         ("User-Agent", "kubectl-keepalive"), ("Authorization", "Bearer t"),

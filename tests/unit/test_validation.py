@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubectl_keepalive import validation
-from kubectl_keepalive.cli import build_parser, normalize_argv
+from kubectl_keepalive.cli import validation
+from kubectl_keepalive.cli.main import build_parser, normalize_argv
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.kubeconfig import ConnectionFlags
+from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
 
 def checked(*argv: str) -> argparse.Namespace:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kubectl_keepalive import websock
+from kubectl_keepalive.kube.client import websock
 
 Script = Callable[[socket.socket, dict[str, str]], None]
 

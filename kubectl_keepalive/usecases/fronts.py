@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import app
-from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.doctor import advice, balancers
+from kubectl_keepalive.kube.cluster import Cluster
 from kubectl_keepalive.model import Gateway, KeepaliveSettings
+from kubectl_keepalive.usecases import app
 
 
 @dataclass(frozen=True)

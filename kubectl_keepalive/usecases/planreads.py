@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from kubectl_keepalive import discovery
-from kubectl_keepalive.background import Outcome
-from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.errors import UsageError
+from kubectl_keepalive.istio import discovery
+from kubectl_keepalive.kube.cluster import Cluster
 from kubectl_keepalive.model import Gateway, KeepaliveSettings, Pod
+from kubectl_keepalive.usecases.background import Outcome
 
 if TYPE_CHECKING:
-    from kubectl_keepalive import drainplan
+    from kubectl_keepalive.usecases import drainplan
 
 SettingsFor = Callable[[Sequence[Gateway]], KeepaliveSettings]
 
@@ -30,7 +30,7 @@ class PlanReads:
     def __init__(self, cluster: Cluster, root_namespace: str, user_selected: bool,
                  base_selector: Callable[[Gateway], dict[str, str]],
                  settings: KeepaliveSettings | SettingsFor | None) -> None:
-        from kubectl_keepalive import drainplan
+        from kubectl_keepalive.usecases import drainplan
 
         self._cluster = cluster
         self._user_selected = user_selected
@@ -43,7 +43,7 @@ class PlanReads:
 
     def read(self, gateways: list[Gateway]) -> None:
         """Everything the plan will ask, for the gateways discovery found (status calls it)."""
-        from kubectl_keepalive import own_selector
+        from kubectl_keepalive.istio import own_selector
 
         if self._done:
             return

@@ -18,10 +18,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_keepalive import proxies
-from kubectl_keepalive.credentials import Credentials
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.kubeconfig import ResolvedConfig
+from kubectl_keepalive.kube.client import proxies
+from kubectl_keepalive.kube.client.credentials import Credentials
+from kubectl_keepalive.kube.client.kubeconfig import ResolvedConfig
 
 EXEC_EXTENSION = "client.authentication.k8s.io/exec"
 

@@ -13,14 +13,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import envoy_dump, sockopts
-from kubectl_keepalive.cluster import MANAGED_BY_LABEL, MANAGED_BY_VALUE, REVISION_LABEL
+from kubectl_keepalive.envoy import envoy_dump, sockopts
 from kubectl_keepalive.errors import UsageError
-from kubectl_keepalive.model import Gateway, KeepaliveSettings, SocketOption, TcpKeepalive
+from kubectl_keepalive.model import (
+    REVISION_LABEL,
+    Gateway,
+    KeepaliveSettings,
+    SocketOption,
+    TcpKeepalive,
+)
 
 API_VERSION = "networking.istio.io/v1alpha3"
 KIND = "EnvoyFilter"
 NAME_PREFIX = "keepalive-"
+# The label that marks the filters this plugin writes and may change or delete.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "kubectl-keepalive"
 _NAME_MAX = 253  # EnvoyFilter names are DNS subdomains
 
 

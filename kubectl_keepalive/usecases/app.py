@@ -12,19 +12,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from kubectl_keepalive import envoy_dump, envoyfilter, sockopts
+from kubectl_keepalive.envoy import envoy_dump, sockopts
 from kubectl_keepalive.errors import (
     ClusterError,
     ForbiddenError,
     KeepaliveError,
     UsageError,
 )
+from kubectl_keepalive.istio import envoyfilter
 from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
 
 # Imported where used: `status --from-file` needs none of these (start-up time).
 if TYPE_CHECKING:
-    from kubectl_keepalive import drainplan, inflight, planreads, sockets
-    from kubectl_keepalive.cluster import Cluster
+    from kubectl_keepalive.envoy import inflight, sockets
+    from kubectl_keepalive.kube.cluster import Cluster
+    from kubectl_keepalive.usecases import drainplan, planreads
 
 ADMIN_LISTENERS_PATH = "config_dump?resource=dynamic_listeners"
 BOOTSTRAP_PORTS = frozenset({15000, 15021, 15090})  # admin, health, prometheus: never patched
@@ -90,7 +92,7 @@ class StatusReport:
 
 
 def discover(cluster: Cluster, scope: Scope) -> list[Gateway]:
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive.istio import discovery
 
     pods: list[Pod] = []
     for selector in discovery.selectors_to_list(scope.selector):
@@ -110,7 +112,7 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
     `with_stats`, also Envoy's /stats in the same stream (the plan's in-flight counts).
     """
 
-    from kubectl_keepalive import inflight, sockets
+    from kubectl_keepalive.envoy import inflight, sockets
 
     def one(pod: Pod) -> PodListeners:
         try:
@@ -148,7 +150,7 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
 def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
     """Stat prefixes per port; a dump that parsed as listeners but not here only costs the
     in-flight split (every connection then counts as in flight)."""
-    from kubectl_keepalive import inflight
+    from kubectl_keepalive.envoy import inflight
 
     try:
         return inflight.listener_prefixes(body)
@@ -164,7 +166,8 @@ def status(cluster: Cluster, scope: Scope, with_sockets: bool = False,
     The REST reads that need only the gateways found (the filters, and `beside`: a plan's own)
     run on a second thread while the pods' Envoys are read through their streams.
     """
-    from kubectl_keepalive import background, discovery
+    from kubectl_keepalive.istio import discovery
+    from kubectl_keepalive.usecases import background
 
     gateways = discover(cluster, scope)
     if not gateways:
@@ -207,7 +210,7 @@ def status(cluster: Cluster, scope: Scope, with_sockets: bool = False,
 
 
 def _unread_note(gateway: Gateway, pod: Pod) -> str:
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive.istio import discovery
 
     if gateway.proxy == discovery.AGENTGATEWAY:
         return AGENTGATEWAY_NOTE
@@ -215,7 +218,7 @@ def _unread_note(gateway: Gateway, pod: Pod) -> str:
 
 
 def _label(gateway: Gateway) -> str:
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive.istio import discovery
 
     kind = "waypoint" if gateway.role == discovery.WAYPOINT else f"{gateway.role} gateway"
     return f"{kind} {gateway.namespace}/{gateway.name}"
@@ -347,7 +350,7 @@ class Plan:
 def _starting(gw: GatewayStatus) -> bool:
     """Every pod of the gateway is not ready yet or did not answer: proxies still starting.
     A refusal (RBAC) or an unreadable dump is final and is reported at once."""
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive.istio import discovery
 
     def starting(p: PodListeners) -> bool:
         if p.error:
@@ -369,7 +372,7 @@ def status_for_plan(cluster: Cluster, scope: Scope,
                     beside: Callable[[list[Gateway]], None] | None = None) -> StatusReport:
     """Status, read again while a gateway to act on has pods but all are still starting
     (bounded)."""
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive.istio import discovery
 
     deadline = clock() + PLAN_SETTLE_S
     while True:
@@ -383,7 +386,7 @@ def status_for_plan(cluster: Cluster, scope: Scope,
 def _plan_reads(cluster: Cluster, scope: Scope,
                 settings: KeepaliveSettings | planreads.SettingsFor | None,
                 ) -> planreads.PlanReads:
-    from kubectl_keepalive import planreads
+    from kubectl_keepalive.usecases import planreads
 
     return planreads.PlanReads(cluster, scope.root_namespace, bool(scope.selector),
                                lambda gateway: _base_selector(gateway, scope), settings)
@@ -396,7 +399,7 @@ def plan_enable(
 ) -> Plan:
     """`settings` may depend on the gateways acted on (the balancers in front of them): then it
     is asked once they are found, so that nothing is discovered twice."""
-    from kubectl_keepalive import own_selector
+    from kubectl_keepalive.istio import own_selector
 
     reads = _plan_reads(cluster, scope, settings)
     report = status_for_plan(cluster, scope, clock, sleep, beside=reads.read)
@@ -457,7 +460,7 @@ def plan_disable(cluster: Cluster, scope: Scope,
 
 
 def _drain_targets(gw: GatewayStatus) -> tuple[drainplan.Target, ...]:
-    from kubectl_keepalive import drainplan
+    from kubectl_keepalive.usecases import drainplan
 
     return tuple(drainplan.Target(p.pod, p.stat_prefixes, p.stats) for p in gw.pods
                  if p.pod is not None and not p.error and p.listeners)
@@ -471,7 +474,7 @@ def drain_ports(gp: GatewayPlan) -> list[int]:
 def _with_drain(cluster: Cluster, scope: Scope, meshes: drainplan.MeshConfigs,
                 plan: Plan) -> Plan:
     """Before asking: what is in flight on the ports to change, and when it will be cut."""
-    from kubectl_keepalive import drainplan
+    from kubectl_keepalive.usecases import drainplan
 
     gateways = []
     for gp in plan.gateways:
@@ -501,7 +504,7 @@ def _acted_on(report: StatusReport, scope: Scope) -> tuple[list[GatewayStatus], 
     aloud, since rolling an egress or east-west gateway disrupts traffic nobody else asked
     about. agentgateway never: no EnvoyFilter reaches it.
     """
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive.istio import discovery
 
     acted: list[GatewayStatus] = []
     notices: list[str] = []
@@ -536,7 +539,7 @@ def _acted_on(report: StatusReport, scope: Scope) -> tuple[list[GatewayStatus], 
 
 
 def require_gateways_found(scope: Scope, skipped: Iterable[Gateway] = ()) -> NoReturn:
-    from kubectl_keepalive import discovery
+    from kubectl_keepalive.istio import discovery
 
     where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
     how = f"matching -l {scope.selector}" if scope.selector else "(pods labelled `istio` or "
@@ -554,7 +557,7 @@ def require_gateways_found(scope: Scope, skipped: Iterable[Gateway] = ()) -> NoR
 
 def _rollout_incomplete(cluster: Cluster, gateway: Gateway) -> str | None:
     """A re-run after a stuck rollout must wait for it even when nothing is left to write."""
-    from kubectl_keepalive import rollout
+    from kubectl_keepalive.kube import rollout
 
     if gateway.deployment is None:
         return None
@@ -573,7 +576,7 @@ def _unreadable(gw: GatewayStatus) -> tuple[str, ...]:
 
 def _base_selector(gateway: Gateway, scope: Scope) -> dict[str, str]:
     """With an equality-only -l, those labels (as offline does); else the Deployment's."""
-    from kubectl_keepalive import labelselector
+    from kubectl_keepalive.kube import labelselector
 
     labels = labelselector.equality_labels(scope.selector) if scope.selector else None
     selector = labels or gateway.selector
@@ -591,7 +594,7 @@ def _with_user_selector(gateway: Gateway, scope: Scope,
     """The gateway with the selector its filter gets: the base one, narrowed until it matches
     no other proxy's pods in the gateway's namespace (where the filter lives), or refused;
     and the other gateways the base one matched."""
-    from kubectl_keepalive import own_selector
+    from kubectl_keepalive.istio import own_selector
 
     base = _base_selector(gateway, scope)
     # Listed by the selector itself: pods it matches need not carry the well-known labels.

@@ -18,7 +18,7 @@ from kubectl_keepalive import durations
 from kubectl_keepalive.errors import UsageError
 
 if TYPE_CHECKING:
-    from kubectl_keepalive.kubeconfig import ConnectionFlags
+    from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
 LABEL_MAX = 63
 SUBDOMAIN_MAX = 253
@@ -58,7 +58,7 @@ def object_name(value: str, flag: str) -> str:
 
 
 def label_value(value: str, flag: str) -> str:
-    from kubectl_keepalive import labelselector  # here: `version` must not pay for it
+    from kubectl_keepalive.kube import labelselector  # here: `version` must not pay for it
 
     problem = labelselector.label_value_problem(value)
     if problem:
@@ -68,7 +68,7 @@ def label_value(value: str, flag: str) -> str:
 
 def selector(value: str) -> str | None:
     """The selector as the server would print it back (`==` as `=`); None when empty."""
-    from kubectl_keepalive import labelselector
+    from kubectl_keepalive.kube import labelselector
 
     return labelselector.canonical(value) or None
 
@@ -81,7 +81,7 @@ def integer(text: str, flag: str, low: int, high: int) -> int:
 
 
 def port(text: str, flag: str = "--port") -> int:
-    from kubectl_keepalive.app import BOOTSTRAP_PORTS  # only diff and enable take --port
+    from kubectl_keepalive.usecases.app import BOOTSTRAP_PORTS  # only diff and enable take --port
 
     number = integer(text, flag, 1, 65535)
     if number in BOOTSTRAP_PORTS:
@@ -130,7 +130,7 @@ def _given(args: argparse.Namespace, name: str) -> object:
 
 def connection_flags(args: argparse.Namespace) -> ConnectionFlags:
     """kubectl's connection flags as one record, each checked."""
-    from kubectl_keepalive.kubeconfig import ConnectionFlags
+    from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
     return ConnectionFlags(**_connection_values(args))
 
@@ -211,7 +211,7 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
     if _given(args, "command") in _NO_CLUSTER or _given(args, "from_file") is not None:
         done.connection = None
     else:
-        from kubectl_keepalive.kubeconfig import ConnectionFlags
+        from kubectl_keepalive.kube.client.kubeconfig import ConnectionFlags
 
         done.connection = ConnectionFlags(**values)
     return done

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import websock
+from kubectl_keepalive.kube.client import websock
 
 CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 

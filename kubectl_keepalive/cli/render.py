@@ -6,8 +6,10 @@ import difflib
 import json
 from typing import Any
 
-from kubectl_keepalive import app, envoyfilter, sockopts
+from kubectl_keepalive.envoy import sockopts
+from kubectl_keepalive.istio import envoyfilter
 from kubectl_keepalive.model import Keepalive, Listener
+from kubectl_keepalive.usecases import app
 
 
 def status_document(report: app.StatusReport) -> dict[str, Any]:

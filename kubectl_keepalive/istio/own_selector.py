@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kubectl_keepalive import discovery
 from kubectl_keepalive.errors import ClusterError
+from kubectl_keepalive.istio import discovery
 from kubectl_keepalive.model import Gateway, Pod
 
 # Tried first, in this order: names the installers give one gateway and no other.

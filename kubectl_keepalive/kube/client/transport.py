@@ -15,16 +15,16 @@ import threading
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from kubectl_keepalive import websock
-from kubectl_keepalive.connection import Connection, ssl_context
-from kubectl_keepalive.credentials import Auth
 from kubectl_keepalive.errors import ClusterError, UnavailableError
-from kubectl_keepalive.websock import HandshakeError as HandshakeError  # re-exported
+from kubectl_keepalive.kube.client import websock
+from kubectl_keepalive.kube.client.connection import Connection, ssl_context
+from kubectl_keepalive.kube.client.credentials import Auth
+from kubectl_keepalive.kube.client.websock import HandshakeError as HandshakeError  # re-exported
 
 if TYPE_CHECKING:
     import ssl
 
-    from kubectl_keepalive.httppool import HttpPool
+    from kubectl_keepalive.kube.client.httppool import HttpPool
 
 USER_AGENT = "kubectl-keepalive"
 
@@ -46,7 +46,7 @@ class Transport:
     # -- TLS and pools, rebuilt when an exec plugin hands out a new client certificate --------
 
     def _tls(self, auth: Auth) -> tuple[HttpPool, ssl.SSLContext | None]:
-        from kubectl_keepalive.httppool import HttpPool
+        from kubectl_keepalive.kube.client.httppool import HttpPool
 
         key = (auth.cert_pem, auth.key_pem)
         with self._lock:
@@ -131,7 +131,7 @@ def passing(exc: BaseException) -> bool:
     server restarting), a proxy's 5xx. A certificate or a proxy's refusal will not change."""
     import ssl
 
-    from kubectl_keepalive.httppool import ProxyRefused
+    from kubectl_keepalive.kube.client.httppool import ProxyRefused
 
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         return True

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from kubectl_keepalive.cluster import REVISION_LABEL
-from kubectl_keepalive.model import Deployment, Gateway, Pod
+from kubectl_keepalive.model import REVISION_LABEL, Deployment, Gateway, Pod
 
 PROXY_CONTAINER = "istio-proxy"
 AGENTGATEWAY_CONTAINER = "agentgateway"

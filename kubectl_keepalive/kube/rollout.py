@@ -12,8 +12,8 @@ import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kubectl_keepalive.cluster import RolloutState
 from kubectl_keepalive.errors import ClusterError, UnavailableError
+from kubectl_keepalive.kube.cluster import RolloutState
 
 
 class RolloutFailed(ClusterError):

@@ -341,7 +341,7 @@ def main(
     what, verbose = "parsing the command line", 0
     try:
         if argv[:1] == ["__complete"]:  # called by kubectl_complete-keepalive; see completion.py
-            from kubectl_keepalive import completion
+            from kubectl_keepalive.cli import completion
 
             what = "completion"
             out.write(completion.render(*completion.complete(list(argv[1:]), build_parser())))
@@ -350,7 +350,7 @@ def main(
         if parsed.command is None:  # one line, as every usage error: --help has the rest
             raise UsageError("a command is required (status, diff, enable, disable, doctor, "
                              "rbac, version, completion); see `kubectl keepalive --help`")
-        from kubectl_keepalive import commands, validation
+        from kubectl_keepalive.cli import commands, validation
 
         what = f"checking the flags of `{parsed.command}`"
         args = validation.check(parsed)  # Complete/Validate: nothing contacted before this

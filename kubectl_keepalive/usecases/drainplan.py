@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from kubectl_keepalive import inflight, proxyconfig
-from kubectl_keepalive.cluster import Cluster
+from kubectl_keepalive.envoy import inflight
 from kubectl_keepalive.errors import ForbiddenError, KeepaliveError, VerificationError
+from kubectl_keepalive.istio import proxyconfig
+from kubectl_keepalive.kube.cluster import Cluster
 from kubectl_keepalive.model import Gateway, Pod
 
 

@@ -19,24 +19,24 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from kubectl_keepalive import connection as connections
-from kubectl_keepalive import streams
-from kubectl_keepalive.cluster import (
-    FIELD_MANAGER,
-    REVISION_LABEL,
-    AdminRead,
-    Condition,
-    RolloutState,
-)
 from kubectl_keepalive.errors import (
+    AlreadyExists,
     ClusterError,
     ForbiddenError,
     KeepaliveError,
     UnavailableError,
 )
-from kubectl_keepalive.kubeconfig import ResolvedConfig, resolve
-from kubectl_keepalive.model import PROXY_CONFIG_ANNOTATION, Deployment, Pod
-from kubectl_keepalive.transport import HandshakeError, Transport
+from kubectl_keepalive.kube.client import connection as connections
+from kubectl_keepalive.kube.client import streams
+from kubectl_keepalive.kube.client.kubeconfig import ResolvedConfig, resolve
+from kubectl_keepalive.kube.client.transport import HandshakeError, Transport
+from kubectl_keepalive.kube.cluster import (
+    FIELD_MANAGER,
+    AdminRead,
+    Condition,
+    RolloutState,
+)
+from kubectl_keepalive.model import PROXY_CONFIG_ANNOTATION, REVISION_LABEL, Deployment, Pod
 
 ENVOYFILTERS = "/apis/networking.istio.io/v1alpha3"  # the only version EnvoyFilter is served as
 ENVOYFILTER_RESOURCE = "envoyfilters.networking.istio.io"
@@ -336,13 +336,6 @@ class KubeCluster:
                 f"`{' '.join(command)}` in {pod.namespace}/{pod.name} exited "
                 f"{result.exit_code}: {text.strip()[:200]}")
         return result.stdout
-
-
-class AlreadyExists(KeepaliveError):
-    """Create lost a race: the object appeared since it was read. Callers re-read and retry."""
-
-    def __init__(self, namespace: str, name: str) -> None:
-        super().__init__(f"envoyfilter {namespace}/{name} already exists")
 
 
 def _describe(exc: BaseException) -> str:

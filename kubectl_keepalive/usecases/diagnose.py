@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubectl_keepalive import app, discovery
-from kubectl_keepalive.cluster import Cluster
 from kubectl_keepalive.doctor import analysis, balancers, timers
 from kubectl_keepalive.errors import KeepaliveError
-from kubectl_keepalive.fronts import FrontPort, front_ports, nodes_note
+from kubectl_keepalive.istio import discovery
+from kubectl_keepalive.kube.cluster import Cluster
 from kubectl_keepalive.model import Gateway
+from kubectl_keepalive.usecases import app
+from kubectl_keepalive.usecases.fronts import FrontPort, front_ports, nodes_note
 
 FULL_DUMP_PATH = "config_dump"  # routes and clusters are needed too, not only listeners
 
@@ -49,7 +50,7 @@ def acted_on(cluster: Cluster, scope: app.Scope) -> list[Gateway]:
 
 
 def diagnose(cluster: Cluster, scope: app.Scope, profile: analysis.Profile) -> Diagnosis:
-    from kubectl_keepalive import background
+    from kubectl_keepalive.usecases import background
 
     gateways = acted_on(cluster, scope)
     namespaces = sorted({g.namespace for g in gateways})

@@ -14,9 +14,6 @@ from kubectl_keepalive.model import Deployment, Pod
 from kubectl_keepalive.model import RolloutState as RolloutState
 
 FIELD_MANAGER = "kubectl-keepalive"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "kubectl-keepalive"
-REVISION_LABEL = "istio.io/rev"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kubectl_keepalive import drainplan, envoyfilter, rollout, sockopts
-from kubectl_keepalive.app import (
+from kubectl_keepalive.envoy import sockopts
+from kubectl_keepalive.errors import (
+    AlreadyExists,
+    ClusterError,
+    ConflictError,
+    KeepaliveError,
+    UnavailableError,
+    VerificationError,
+)
+from kubectl_keepalive.istio import envoyfilter
+from kubectl_keepalive.kube import rollout
+from kubectl_keepalive.kube.cluster import Cluster
+from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
+from kubectl_keepalive.usecases import drainplan
+from kubectl_keepalive.usecases.app import (
     GatewayPlan,
     Plan,
     PodListeners,
@@ -26,15 +39,6 @@ from kubectl_keepalive.app import (
     kept_by_foreign,
     read_pods,
 )
-from kubectl_keepalive.cluster import Cluster
-from kubectl_keepalive.errors import (
-    ClusterError,
-    ConflictError,
-    KeepaliveError,
-    UnavailableError,
-    VerificationError,
-)
-from kubectl_keepalive.model import Gateway, KeepaliveSettings, Listener, ListenerState, Pod
 
 T = TypeVar("T")
 
@@ -270,8 +274,6 @@ def _apply_one(
 
 
 def _create_or_update(cluster: Cluster, wanted: dict[str, Any], dry_run: bool) -> None:
-    from kubectl_keepalive.kube import AlreadyExists
-
     namespace = wanted["metadata"]["namespace"]
     try:
         cluster.create_envoyfilter(namespace, wanted, dry_run)

@@ -18,8 +18,8 @@ from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageE
 # The use cases are imported by the commands that run them: `version` and `completion` start
 # without loading them (start-up time, see benchmarks/startup.py).
 if TYPE_CHECKING:
-    from kubectl_keepalive import app, drainplan, planreads
     from kubectl_keepalive.model import Gateway, KeepaliveSettings
+    from kubectl_keepalive.usecases import app, drainplan, planreads
 
 EXIT_ABORTED = 1
 
@@ -74,8 +74,8 @@ def run(ctx: Context) -> int:
 
 def settings_from(args: argparse.Namespace) -> KeepaliveSettings:
     """The settings the flags give, defaults for the rest (values already checked)."""
-    from kubectl_keepalive import app
     from kubectl_keepalive.model import KeepaliveSettings
+    from kubectl_keepalive.usecases import app
 
     default = app.DEFAULT_SETTINGS
     idle = default.idle if args.idle is None else durations.parse_duration(args.idle, "--idle")
@@ -119,7 +119,7 @@ def _get(args: argparse.Namespace, name: str, default: Any = None) -> Any:
 
 
 def scope_from(ctx: Context, resolved_namespace: str | None) -> app.Scope:
-    from kubectl_keepalive import app
+    from kubectl_keepalive.usecases import app
 
     args = ctx.args
     return app.Scope(
@@ -131,7 +131,7 @@ def scope_from(ctx: Context, resolved_namespace: str | None) -> app.Scope:
 
 def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]:
     """Resolve kubeconfig the kubectl way and build the cluster adapter."""
-    from kubectl_keepalive import kubeconfig
+    from kubectl_keepalive.kube.client import kubeconfig
 
     args = ctx.args
     flags = _get(args, "connection") or kubeconfig.ConnectionFlags(
@@ -142,7 +142,7 @@ def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]
     if ctx.kube_factory is not None:
         cluster = ctx.kube_factory(resolved)
     else:
-        from kubectl_keepalive.kube import KubeCluster
+        from kubectl_keepalive.kube.api import KubeCluster
 
         cluster = KubeCluster(resolved)
     if (_get(args, "verbose") or 0) >= 1:
@@ -154,7 +154,8 @@ def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]
 
 
 def cmd_status(ctx: Context) -> int:
-    from kubectl_keepalive import app, render
+    from kubectl_keepalive.cli import render
+    from kubectl_keepalive.usecases import app
 
     args = ctx.args
     if args.from_file:
@@ -188,7 +189,7 @@ def cmd_status(ctx: Context) -> int:
 
 
 def _print_status(ctx: Context, report: app.StatusReport) -> None:
-    from kubectl_keepalive import render
+    from kubectl_keepalive.cli import render
 
     output = ctx.args.output
     if output == "json":
@@ -221,7 +222,8 @@ def _read_input(path: str, ctx: Context) -> str:
 
 
 def cmd_diff(ctx: Context) -> int:
-    from kubectl_keepalive import app, render
+    from kubectl_keepalive.cli import render
+    from kubectl_keepalive.usecases import app
 
     args = ctx.args
     if args.disable:
@@ -243,7 +245,7 @@ def cmd_diff(ctx: Context) -> int:
 
 
 def cmd_enable(ctx: Context) -> int:
-    from kubectl_keepalive import app, applying
+    from kubectl_keepalive.usecases import app, applying
 
     args = ctx.args
     ports = ports_from(args)
@@ -272,7 +274,7 @@ def wanted_settings(ctx: Context, cluster: Any) -> KeepaliveSettings | planreads
 def _recommended(ctx: Context, cluster: Any, gateways: Sequence[Gateway],
                  default: KeepaliveSettings) -> KeepaliveSettings:
     """Without --idle, stay safely below the balancer's idle timeout when the Service tells it."""
-    from kubectl_keepalive import fronts
+    from kubectl_keepalive.usecases import fronts
 
     advice = fronts.recommend(cluster, gateways)
     if advice is None:
@@ -283,9 +285,10 @@ def _recommended(ctx: Context, cluster: Any, gateways: Sequence[Gateway],
 
 
 def cmd_doctor(ctx: Context) -> int:
-    from kubectl_keepalive import app, diagnose, render
+    from kubectl_keepalive.cli import render
     from kubectl_keepalive.doctor import analysis
     from kubectl_keepalive.doctor import render as doctor_render
+    from kubectl_keepalive.usecases import app, diagnose
 
     args = ctx.args
     duration = durations.parse_duration(args.duration, "--duration")
@@ -329,7 +332,7 @@ def _doctor_document(result: Any, doctor_render: Any) -> list[dict[str, Any]]:
 
 
 def cmd_disable(ctx: Context) -> int:
-    from kubectl_keepalive import app
+    from kubectl_keepalive.usecases import app
 
     args = ctx.args
     timeout = timeout_from(args)
@@ -348,7 +351,8 @@ def _notices(ctx: Context, plan: app.Plan) -> None:
 
 def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
                timeout: int) -> int:
-    from kubectl_keepalive import applying, drainplan, render
+    from kubectl_keepalive.cli import render
+    from kubectl_keepalive.usecases import applying, drainplan
 
     args = ctx.args
     # The YAML diff is `diff`'s job; here it only shows with -v.
@@ -398,14 +402,14 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
 
 
 def _quiet_targets(plan: app.Plan) -> list[tuple[drainplan.Target, list[int]]]:
-    from kubectl_keepalive import app
+    from kubectl_keepalive.usecases import app
 
     return [(target, app.drain_ports(gp)) for gp in plan.gateways if gp.changes
             for target in gp.targets if app.drain_ports(gp)]
 
 
 def _print_filters(ctx: Context, plan: app.Plan) -> None:
-    from kubectl_keepalive import render
+    from kubectl_keepalive.cli import render
 
     output = ctx.args.output
     docs = [gp.wanted for gp in plan.gateways if gp.wanted is not None]
@@ -420,7 +424,7 @@ def _print_filters(ctx: Context, plan: app.Plan) -> None:
 
 
 def _filter_name(gp: app.GatewayPlan) -> str:
-    from kubectl_keepalive import envoyfilter
+    from kubectl_keepalive.istio import envoyfilter
 
     return envoyfilter.managed_name(gp.gateway.name)
 
@@ -472,7 +476,9 @@ def _offline_possible(args: argparse.Namespace, ports: list[int] | None) -> bool
 
 def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int]) -> int:
     """`--dry-run=client -n NS -l k=v --port N`: the EnvoyFilter, with no cluster at all."""
-    from kubectl_keepalive import envoyfilter, labelselector, render
+    from kubectl_keepalive.cli import render
+    from kubectl_keepalive.istio import envoyfilter
+    from kubectl_keepalive.kube import labelselector
     from kubectl_keepalive.model import Gateway
 
     args = ctx.args
@@ -500,7 +506,9 @@ def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int])
 
 def cmd_rbac(ctx: Context) -> int:
     """The Roles a role needs, as YAML; contacts nothing (the table is `rbac.RULES`)."""
-    from kubectl_keepalive import app, rbac, validation
+    from kubectl_keepalive.cli import validation
+    from kubectl_keepalive.kube import rbac
+    from kubectl_keepalive.usecases import app
 
     args = ctx.args
     subjects = [rbac.service_account(v) for v in _get(args, "serviceaccount") or ()]
@@ -528,7 +536,7 @@ def cmd_version(ctx: Context) -> int:
 
 
 def cmd_completion(ctx: Context) -> int:
-    from kubectl_keepalive import completion
+    from kubectl_keepalive.cli import completion
 
     if ctx.args.install is not None:
         path = completion.install_completion(ctx.args.install)
