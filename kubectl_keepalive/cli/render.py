@@ -207,13 +207,24 @@ def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
         for foreign in gp.foreign:
             out.append(f"  foreign EnvoyFilter {foreign} also sets keepalive options")
         if gp.writes and with_yaml:
-            before = dump(envoyfilter.comparable(gp.current)) if gp.current else ""
-            after = dump(envoyfilter.comparable(gp.wanted)) if gp.wanted else ""
+            # One key order for both sides, as `kubectl diff` has: the live object comes in
+            # the API server's order, the wanted one in ours, and only values may differ.
+            before = dump(keys_sorted(envoyfilter.comparable(gp.current))) if gp.current else ""
+            after = dump(keys_sorted(envoyfilter.comparable(gp.wanted))) if gp.wanted else ""
             diff = difflib.unified_diff(
                 before.splitlines(keepends=True), after.splitlines(keepends=True),
                 f"live/{gw.namespace}/{name}", f"wanted/{gw.namespace}/{name}")
             out.extend("  " + line.rstrip("\n") for line in diff)
     return "\n".join(out) + "\n"
+
+
+def keys_sorted(value: Any) -> Any:
+    """`value` with every mapping's keys in sorted order, lists kept in theirs."""
+    if isinstance(value, dict):
+        return {key: keys_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [keys_sorted(item) for item in value]
+    return value
 
 
 def _count(n: int, what: str) -> str:

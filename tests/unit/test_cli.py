@@ -475,3 +475,27 @@ def test_an_error_quoting_a_line_break_stays_one_line(env: dict[str, str]) -> No
     code, out, err = run(None, env, "status", "\n")
     assert (code, out) == (2, "")
     assert err.startswith("error: unrecognized arguments: \\n") and err.count("\n") == 1, err
+
+
+def _reversed_keys(value: Any) -> Any:
+    """`value` with every mapping in the opposite key order, as an API server may store it."""
+    if isinstance(value, dict):
+        return {key: _reversed_keys(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reversed_keys(item) for item in value]
+    return value
+
+
+def test_diff_marks_only_the_lines_that_changed(env: dict[str, str]) -> None:
+    fake = FakeCluster(ingress())
+    assert run(fake, env, "enable", "-y", "--idle", "45s")[0] == 0
+    key = ("istio-system", envoyfilter.managed_name("istio-ingressgateway"))
+    fake.filters[key] = _reversed_keys(fake.filters[key])
+    code, out, _ = run(fake, env, "diff", "--idle", "46s")
+    assert code == 1
+    diff = [line[2:] for line in out.splitlines() if line.startswith("  ")]  # plan indents it
+    changed = [line[0] + line[1:].strip() for line in diff
+               if line[:1] in ("+", "-") and not line.startswith(("---", "+++"))]
+    # one int_value per patched port, nothing else
+    assert sorted(changed) == ["+int_value: 46", "+int_value: 46",
+                               "-int_value: 45", "-int_value: 45"], out
