@@ -2,7 +2,8 @@
 # Debian packages the incident lab needs (tests/netns, make demo): iproute2 for namespaces,
 # veths and ss; nftables for the balancer; conntrack to read its flows; procps for sysctl;
 # tcpdump for the capture; curl for Envoy's admin inside a namespace; openssl for the lab
-# cluster's self-signed gateway certificate.
+# cluster's self-signed gateway certificate; haproxy (TCP mode) for the proxying balancer and
+# tinyproxy for the CONNECT proxy in the client's path (`probe`'s tests).
 # Idempotent: asks apt only when something is missing, and then refreshes its lists first.
 set -euo pipefail
 declare -A need=()
@@ -14,6 +15,8 @@ command -v sysctl >/dev/null || need[procps]=1
 command -v tcpdump >/dev/null || need[tcpdump]=1
 command -v curl >/dev/null || need[curl]=1
 command -v openssl >/dev/null || need[openssl]=1
+command -v haproxy >/dev/null || need[haproxy]=1
+command -v tinyproxy >/dev/null || need[tinyproxy]=1
 if ((${#need[@]})); then
   echo "netlab-deps: installing ${!need[*]}" >&2
   apt-get update -qq
