@@ -11,6 +11,7 @@ EXIT_USAGE = 2  # bad flags or input; nothing was contacted or changed
 EXIT_CLUSTER = 3  # the cluster refused or failed a request, or a foreign filter is in the way
 EXIT_VERIFY = 4  # the write went through but the options are not live
 EXIT_INTERNAL = 5  # an unexpected failure inside the plugin (a bug): one line, -v for more
+EXIT_UNKNOWN = 6  # doctor cannot tell: a timer that may cut the request is not known
 EXIT_INTERRUPTED = 130
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from kubectl_keepalive.durations import format_duration
 from kubectl_keepalive.envoy import sockopts
-from kubectl_keepalive.errors import UsageError
+from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNKNOWN, UsageError
 from kubectl_keepalive.model import Keepalive
 
 from .advice import DEFAULT_KEEPALIVE as DEFAULT_KEEPALIVE  # re-exported
@@ -117,9 +117,17 @@ class Report:
         return any(p.first is not None for p in self.paths)
 
     @property
+    def unknown(self) -> bool:
+        """Nothing known cuts the request, but the balancer's idle timeout, which may, is not
+        known: "nothing cuts" would be a guess."""
+        return not self.cut and self.balancer.idle_timeout_s is None
+
+    @property
     def exit_code(self) -> int:
-        """0 when nothing fires before --duration, 1 when something does."""
-        return 1 if self.cut else 0
+        """1 when something fires before --duration, 6 when that cannot be told, else 0."""
+        if self.cut:
+            return EXIT_CHANGES
+        return EXIT_UNKNOWN if self.unknown else EXIT_OK
 
 
 def drain_timers(

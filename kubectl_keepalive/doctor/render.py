@@ -11,6 +11,7 @@ from typing import Any
 from kubectl_keepalive.durations import format_duration
 
 from .analysis import Finding, PathReport, Report, Verdict
+from .balancers import DECLARED_IDLE, DECLARED_KIND
 
 
 def _s(seconds: float | None) -> str:
@@ -53,6 +54,11 @@ def table(report: Report, show_all: bool = False) -> str:
     lines.append("")
     if report.cut:
         lines.append("result: something cuts this request before it ends (exit 1)")
+    elif report.unknown:
+        lines.append("result: cannot tell: the balancer's idle timeout, which may cut this "
+                     "request, is unknown (exit 6)")
+        lines.append(f"  declare it on the Service: {DECLARED_KIND}=l4|l7 and "
+                     f"{DECLARED_IDLE}=SECONDS")
     else:
         lines.append("result: nothing cuts this request before it ends")
     return "\n".join(lines) + "\n"
@@ -104,6 +110,7 @@ def document(report: Report) -> dict[str, Any]:
         "risks": [_finding(f) for f in report.risks],
         "notes": list(report.notes),
         "cut": report.cut,
+        "unknown": report.unknown,
     }
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubectl_keepalive.doctor import analysis, balancers, timers
-from kubectl_keepalive.errors import KeepaliveError
+from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_OK, EXIT_UNKNOWN, KeepaliveError
 from kubectl_keepalive.istio import discovery
 from kubectl_keepalive.kube.cluster import Cluster
 from kubectl_keepalive.model import Gateway
@@ -36,7 +36,12 @@ class Diagnosis:
 
     @property
     def exit_code(self) -> int:
-        return max((p.report.exit_code for p in self.ports), default=0)
+        """A port that is cut decides (1); else one that cannot be told (6); else 0."""
+        codes = {p.report.exit_code for p in self.ports}
+        for decisive in (EXIT_CHANGES, EXIT_UNKNOWN):
+            if decisive in codes:
+                return decisive
+        return EXIT_OK
 
 
 def acted_on(cluster: Cluster, scope: app.Scope) -> list[Gateway]:

@@ -77,3 +77,42 @@ def test_diff_after_a_balancer_aware_enable_finds_nothing(
     assert code == 0, out + err
     # An explicit flag still wins over the recommendation, in both.
     assert run(fake, env, "diff", "--idle", "60")[0] == 1
+
+
+def test_doctor_cannot_tell_when_the_balancer_is_unknown(env: dict[str, str]) -> None:  # noqa: F811
+    """A LoadBalancer Service the doctor cannot identify, and nothing in the gateway cuts a
+    3-second request (the dump's shortest route timer is 4s): the balancer's idle timeout may,
+    so the honest answer is exit 6."""
+    fake = FakeCluster(gateway_with_dump())
+    fake.services = [service({})]
+    code, out, err = run(fake, env, "doctor", "--duration", "3s")
+    assert code == 6, out + err
+    assert "nothing cuts" not in out
+    assert "cannot tell" in out and "keepalive.kubectl-plugin.io/idle-timeout-seconds" in out
+    code, out, err = run(fake, env, "doctor", "--duration", "3s", "-o", "json")
+    assert code == 6, err
+    (port,) = json.loads(out)["gateways"][0]["ports"]
+    assert (port["cut"], port["unknown"], port["balancer"]["idle_timeout_seconds"]) == (
+        False, True, None)
+    # Declared, it can tell again: an L4 balancer of 20 minutes does not cut 3 seconds.
+    fake.services = [service({"keepalive.kubectl-plugin.io/balancer-kind": "l4",
+                              "keepalive.kubectl-plugin.io/idle-timeout-seconds": "1200"})]
+    code, out, err = run(fake, env, "doctor", "--duration", "3s")
+    assert code == 0, out + err
+    assert "nothing cuts this request" in out
+
+
+def test_a_cut_port_decides_over_one_that_cannot_be_told() -> None:
+    from kubectl_keepalive.usecases.diagnose import Diagnosis, PortDiagnosis
+
+    class Report:
+        def __init__(self, exit_code: int) -> None:
+            self.exit_code = exit_code
+
+    def diagnosis(*codes: int) -> Diagnosis:
+        return Diagnosis(tuple(PortDiagnosis(None, None, Report(c)) for c in codes))  # type: ignore[arg-type]
+
+    assert diagnosis(6, 1, 0).exit_code == 1
+    assert diagnosis(0, 6).exit_code == 6
+    assert diagnosis(0, 0).exit_code == 0
+    assert diagnosis().exit_code == 0
