@@ -18,8 +18,9 @@ ROOT = "kubectl_keepalive"
 LAYERS = ("cli", "usecases", "doctor", "istio", "envoy", "kube", "kube.client")
 SHARED = 0
 # What the Kubernetes client may take from the shared bottom: it knows nothing of Istio or
-# keepalive, so not the model; errors for its refusals, the package for its version string.
-CLIENT_MAY_USE = {ROOT, f"{ROOT}.errors"}
+# keepalive, so not the model; errors for its refusals, the package for its version string,
+# terminal for the server text it quotes in them.
+CLIENT_MAY_USE = {ROOT, f"{ROOT}.errors", f"{ROOT}.terminal"}
 # The use cases reach a cluster through the protocol in kube/cluster.py, never its adapter.
 USECASES_MAY_NOT_USE = (f"{ROOT}.kube.api", f"{ROOT}.kube.client")
 
@@ -108,7 +109,7 @@ def test_every_module_is_in_a_known_layer_and_every_layer_says_its_rule() -> Non
         assert doc and "import" in doc, f"{name}/__init__.py must state what it may import"
     shared = {module_name(p) for p in PACKAGE.glob("*.py")}
     assert shared == {ROOT, f"{ROOT}.__main__", f"{ROOT}.model", f"{ROOT}.errors",
-                      f"{ROOT}.durations"}
+                      f"{ROOT}.durations", f"{ROOT}.terminal"}
 
 
 @pytest.mark.parametrize(("module", "source", "why"), [
