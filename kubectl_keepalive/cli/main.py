@@ -52,53 +52,66 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+# A flag as a table row: its names and the keywords of `add_argument`.
+_Flag = tuple[tuple[str, ...], dict[str, Any]]
+
+# kubectl's global flags. A row's "default" is its value on the top-level parser only: the copy
+# on each subcommand has none (SUPPRESS), so a value given before the subcommand survives.
+_CLUSTER_FLAGS: tuple[_Flag, ...] = (
+    (("-n", "--namespace"),
+     {"help": "namespace of the gateways (default: the context's namespace)"}),
+    (("--context",), {"help": "kubeconfig context to use"}),
+    (("--kubeconfig",), {"help": "path to the kubeconfig file"}),
+    (("-l", "--selector"),
+     {"help": "label selector for gateway pods, kubectl syntax (default: the well-known gateway "
+              "labels of istioctl, Helm and Gateway API installs)"}),
+    (("--istio-namespace",),
+     {"default": "istio-system",
+      "help": "Istio's root namespace, whose EnvoyFilters reach every gateway "
+              "(default: istio-system)"}),
+    (("-v", "--v"),
+     {"dest": "verbose", "nargs": "?", "const": "1", "metavar": "LEVEL", "default": "0",
+      "help": "log level (-v 6, -v=6, --v=6, -v6; -v alone is 1): 1 shows the cluster used, "
+              "timings, and the traceback of an internal error"}),
+)
+_CONNECTION_FLAGS: tuple[_Flag, ...] = (
+    (("--cluster",), {"help": "kubeconfig cluster to use"}),
+    (("--user",), {"help": "kubeconfig user to use"}),
+    (("-s", "--server"), {"help": "address and port of the Kubernetes API server"}),
+    (("--token",), {"help": "bearer token for the API server"}),
+    (("--as",), {"dest": "as_user", "metavar": "USER", "help": "user to impersonate"}),
+    (("--as-group",), {"dest": "as_group", "action": "append", "metavar": "GROUP",
+                       "help": "group to impersonate; repeatable"}),
+    (("--as-uid",), {"metavar": "UID", "help": "UID to impersonate"}),
+    (("--certificate-authority",),
+     {"metavar": "FILE", "help": "CA certificate file for the API server"}),
+    (("--client-certificate",), {"metavar": "FILE", "help": "client certificate file for TLS"}),
+    (("--client-key",), {"metavar": "FILE", "help": "client key file for TLS"}),
+    (("--insecure-skip-tls-verify",),
+     {"action": "store_true", "default": False,
+      "help": "do not check the server's certificate (insecure)"}),
+    (("--tls-server-name",),
+     {"metavar": "NAME", "help": "server name for the server's certificate check"}),
+    (("--request-timeout",),
+     {"metavar": "DUR", "help": "per connect, send and receive of an API request: 0 (none), "
+                                "seconds, or 30s, 1m, 500ms"}),
+)
+# Repeated flags append: on the top-level parser they go to a list of their own, which the
+# subcommand's copy would otherwise replace (validation joins the two).
+_TOP_LEVEL_DESTS = {"as_group": "as_group_pre"}
+
+
 def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """kubectl's global flags, accepted before or after the subcommand: the copy on each
-    subcommand has no defaults (SUPPRESS), so a value given before it survives."""
-    default: Any = argparse.SUPPRESS if suppress else None
-    group = parser.add_argument_group("cluster flags (as in kubectl)")
-    group.add_argument("-n", "--namespace", default=default,
-                       help="namespace of the gateways (default: the context's namespace)")
-    group.add_argument("--context", default=default, help="kubeconfig context to use")
-    group.add_argument("--kubeconfig", default=default, help="path to the kubeconfig file")
-    group.add_argument("-l", "--selector", default=default,
-                       help="label selector for gateway pods, kubectl syntax (default: the "
-                            "well-known gateway labels of istioctl, Helm and Gateway API "
-                            "installs)")
-    group.add_argument("--istio-namespace", default=argparse.SUPPRESS if suppress
-                       else "istio-system",
-                       help="Istio's root namespace, whose EnvoyFilters reach every gateway "
-                            "(default: istio-system)")
-    group.add_argument("-v", "--v", dest="verbose", nargs="?", const="1", metavar="LEVEL",
-                       default=argparse.SUPPRESS if suppress else "0",
-                       help="log level (-v 6, -v=6, --v=6, -v6; -v alone is 1): 1 shows the "
-                            "cluster used, timings, and the traceback of an internal error")
-    conn = parser.add_argument_group("connection flags (as in kubectl)")
-    conn.add_argument("--cluster", default=default, help="kubeconfig cluster to use")
-    conn.add_argument("--user", default=default, help="kubeconfig user to use")
-    conn.add_argument("-s", "--server", default=default,
-                      help="address and port of the Kubernetes API server")
-    conn.add_argument("--token", default=default, help="bearer token for the API server")
-    conn.add_argument("--as", dest="as_user", default=default, metavar="USER",
-                      help="user to impersonate")
-    conn.add_argument("--as-group", dest="as_group" if suppress else "as_group_pre",
-                      action="append", default=default, metavar="GROUP",
-                      help="group to impersonate; repeatable")
-    conn.add_argument("--as-uid", default=default, metavar="UID", help="UID to impersonate")
-    conn.add_argument("--certificate-authority", default=default, metavar="FILE",
-                      help="CA certificate file for the API server")
-    conn.add_argument("--client-certificate", default=default, metavar="FILE",
-                      help="client certificate file for TLS")
-    conn.add_argument("--client-key", default=default, metavar="FILE",
-                      help="client key file for TLS")
-    conn.add_argument("--insecure-skip-tls-verify", action="store_true",
-                      default=argparse.SUPPRESS if suppress else False,
-                      help="do not check the server's certificate (insecure)")
-    conn.add_argument("--tls-server-name", default=default, metavar="NAME",
-                      help="server name for the server's certificate check")
-    conn.add_argument("--request-timeout", default=default, metavar="DUR",
-                      help="per connect, send and receive of an API request: 0 (none), "
-                           "seconds, or 30s, 1m, 500ms")
+    """kubectl's global flags, accepted before or after the subcommand."""
+    for title, flags in (("cluster flags (as in kubectl)", _CLUSTER_FLAGS),
+                         ("connection flags (as in kubectl)", _CONNECTION_FLAGS)):
+        group = parser.add_argument_group(title)
+        for names, options in flags:
+            if suppress:
+                options = {**options, "default": argparse.SUPPRESS}
+            elif options.get("dest") in _TOP_LEVEL_DESTS:
+                options = {**options, "dest": _TOP_LEVEL_DESTS[options["dest"]]}
+            group.add_argument(*names, **options)
 
 
 _BOOL_FLAGS = ("--insecure-skip-tls-verify",)
@@ -124,36 +137,48 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     return done
 
 
-def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", action="append", metavar="N",
-                        help="gateway port to patch, as Envoy binds it (the Service targetPort, "
-                             "e.g. 8080 not 80 for istio-ingressgateway); repeatable; default: "
-                             "every TCP listener port found live")
-    parser.add_argument("--idle", default=None, metavar="DUR",
-                        help="idle time before the first probe (default 60s)")
-    parser.add_argument("--interval", default=None, metavar="DUR",
-                        help="time between probes (default 10s)")
-    parser.add_argument("--probes", default=None, metavar="N",
-                        help="unanswered probes before the connection is reset (default 3)")
+def _add_flags(parser: argparse.ArgumentParser, flags: tuple[_Flag, ...]) -> None:
+    for names, options in flags:
+        parser.add_argument(*names, **options)
 
 
-def _write_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dry-run", nargs="?", const="client", default="none",
-                        choices=["none", "client", "server"],
-                        help="client: print what would be written; server: send the writes "
-                             "with dryRun=All")
-    parser.add_argument("-o", "--output", choices=["yaml", "json"], default=None,
-                        help="print the EnvoyFilter(s) written (or that would be)")
-    parser.add_argument("--no-restart", action="store_true",
-                        help="do not roll the gateway Deployment (connections opened before "
-                             "the change never get keepalive)")
-    parser.add_argument("--timeout", default="5m", metavar="DUR",
-                        help="how long to wait for the rollout and verification (default 5m)")
-    parser.add_argument("--when-quiet", nargs="?", const="0", default=None, metavar="N",
-                        help="before writing, wait (within --timeout) until every target pod "
-                             "has at most N requests in flight on the ports to change "
-                             "(default 0); exit 4 and write nothing if that does not happen")
-    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+# The keepalive settings of diff and enable.
+_SETTINGS_FLAGS: tuple[_Flag, ...] = (
+    (("--port",),
+     {"action": "append", "metavar": "N",
+      "help": "gateway port to patch, as Envoy binds it (the Service targetPort, e.g. 8080 not 80 "
+              "for istio-ingressgateway); repeatable; default: every TCP listener port found "
+              "live"}),
+    (("--idle",), {"metavar": "DUR", "help": "idle time before the first probe (default 60s)"}),
+    (("--interval",), {"metavar": "DUR", "help": "time between probes (default 10s)"}),
+    (("--probes",),
+     {"metavar": "N", "help": "unanswered probes before the connection is reset (default 3)"}),
+)
+# How enable and disable write.
+_WRITE_FLAGS: tuple[_Flag, ...] = (
+    (("--dry-run",),
+     {"nargs": "?", "const": "client", "default": "none", "choices": ["none", "client", "server"],
+      "help": "client: print what would be written; server: send the writes with dryRun=All"}),
+    (("-o", "--output"),
+     {"choices": ["yaml", "json"], "help": "print the EnvoyFilter(s) written (or that would be)"}),
+    (("--no-restart",),
+     {"action": "store_true", "help": "do not roll the gateway Deployment (connections opened "
+                                      "before the change never get keepalive)"}),
+    (("--timeout",),
+     {"default": "5m", "metavar": "DUR",
+      "help": "how long to wait for the rollout and verification (default 5m)"}),
+    (("--when-quiet",),
+     {"nargs": "?", "const": "0", "metavar": "N",
+      "help": "before writing, wait (within --timeout) until every target pod has at most N "
+              "requests in flight on the ports to change (default 0); exit 4 and write nothing "
+              "if that does not happen"}),
+    (("-y", "--yes"), {"action": "store_true", "help": "do not ask for confirmation"}),
+)
+# status and doctor read each pod's Envoy admin.
+_ADMIN_TIMEOUT: tuple[_Flag, ...] = (
+    (("--timeout",), {"default": "10s", "metavar": "DUR",
+                      "help": "per-pod timeout for reading Envoy admin (default 10s)"}),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,23 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--from-file", metavar="FILE",
                         help="read an Envoy config_dump or `istioctl proxy-config listener -o "
                              "json` output instead of a cluster ('-' for stdin)")
-    status.add_argument("--timeout", default="10s", metavar="DUR",
-                        help="per-pod timeout for reading Envoy admin (default 10s)")
+    _add_flags(status, _ADMIN_TIMEOUT)
     status.add_argument("--sockets", action="store_true",
                         help="also count each pod's established connections per port and those "
                              "with kernel keepalive timers (runs `ss` in istio-proxy; needs "
                              "pods/exec; distroless images have no ss)")
 
     diff = sub("diff", "show what enable would change; exit 1 when it would change something")
-    _settings_flags(diff)
+    _add_flags(diff, _SETTINGS_FLAGS)
     diff.add_argument("--disable", action="store_true", help="diff for disable instead")
     diff.add_argument("-o", "--output", choices=["yaml", "json"], default=None,
                       help="print the plan as data: changes, what is in flight on each port, "
                            "and when the push and the rollout cut it")
 
     enable = sub("enable", "write the keepalive EnvoyFilter, roll the gateway, verify")
-    _settings_flags(enable)
-    _write_flags(enable)
+    _add_flags(enable, _SETTINGS_FLAGS)
+    _add_flags(enable, _WRITE_FLAGS)
     enable.add_argument("--force", action="store_true",
                         help="proceed even when another EnvoyFilter sets keepalive on the port")
     enable.add_argument("--gateway", metavar="NAME",
@@ -209,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="offline: the gateway's istio.io/rev (default: from -l)")
 
     disable = sub("disable", "remove the managed EnvoyFilter, roll the gateway, verify")
-    _write_flags(disable)
+    _add_flags(disable, _WRITE_FLAGS)
 
     doctor = sub("doctor", "list every timer that can cut a long request through each gateway, "
                            "which fires first, and the fix")
@@ -224,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--all", dest="show_all", action="store_true",
                         help="also list timers that are disabled or do not apply")
     doctor.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    doctor.add_argument("--timeout", default="10s", metavar="DUR",
-                        help="per-pod timeout for reading Envoy admin (default 10s)")
+    _add_flags(doctor, _ADMIN_TIMEOUT)
 
     rbac = sub("rbac", "print the ClusterRole (or with -n, Roles) and binding a role needs: "
                        "viewer (status, diff, doctor) or operator (also enable, disable)")
