@@ -477,7 +477,7 @@ def _offline_possible(args: argparse.Namespace, ports: list[int] | None) -> bool
 def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int]) -> int:
     """`--dry-run=client -n NS -l k=v --port N`: the EnvoyFilter, with no cluster at all."""
     from kubectl_keepalive.cli import render
-    from kubectl_keepalive.istio import envoyfilter
+    from kubectl_keepalive.istio import envoyfilter, own_selector
     from kubectl_keepalive.kube import labelselector
     from kubectl_keepalive.model import Gateway
 
@@ -486,9 +486,12 @@ def _render_offline(ctx: Context, settings: KeepaliveSettings, ports: list[int])
     if not labels:
         raise UsageError("offline rendering needs -l with key=value labels (the gateway "
                          "Deployment's selector)")
+    # They become the workloadSelector as given: no label a pod gets from its controller or
+    # revision (online, the Deployment's own selector is used whatever -l says).
+    own_selector.refuse_controller_labels(labels)
     name = args.gateway or labels.get("app") or labels.get(
         "gateway.networking.k8s.io/gateway-name") or next(iter(labels.values()))
-    revision = args.revision or labels.get("istio.io/rev")
+    revision = args.revision
     if revision == "default":
         revision = None  # as online: the default revision's istiod takes unlabelled config
     gateway = Gateway(args.namespace, name, labels, revision)

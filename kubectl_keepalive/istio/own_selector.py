@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kubectl_keepalive.errors import ClusterError
+from kubectl_keepalive.errors import ClusterError, UsageError
 from kubectl_keepalive.istio import discovery
 from kubectl_keepalive.model import Gateway, Pod
 
@@ -27,6 +27,11 @@ UNSTABLE = frozenset({"pod-template-hash", "controller-revision-hash", "pod-temp
                       "istio.io/rev", "service.istio.io/canonical-revision", "version",
                       "app.kubernetes.io/version", "helm.sh/chart", "sidecar.istio.io/inject",
                       "security.istio.io/tlsMode"})
+# Of those, the ones a pod gets from its controller or its revision rather than from the pod
+# template as its owner wrote it. Offline, -l becomes the workloadSelector as given: these are
+# refused there, since the filter would stop reaching the gateway at the next rollout or upgrade.
+CONTROLLER_LABELS = ("pod-template-hash", "controller-revision-hash", "istio.io/rev",
+                     "service.istio.io/canonical-revision")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,26 @@ class Narrowed:
 def selector_text(labels: Mapping[str, str]) -> str:
     """Equality labels as a label selector for listing pods."""
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def refuse_controller_labels(labels: Mapping[str, str]) -> None:
+    """UsageError when `labels` (a workloadSelector taken from -l) name a label that a pod gets
+    from its controller or its revision."""
+    found = [key for key in CONTROLLER_LABELS if key in labels]
+    if not found:
+        return
+    shown = ", ".join(f"{key}={labels[key]}" for key in found)
+    raise UsageError(
+        f"-l {shown}: pods get {', '.join(found)} from their "
+        f"{'controller or revision' if len(found) > 1 else _source(found[0])}, so an "
+        "EnvoyFilter selecting by it stops reaching the gateway when that changes (the next "
+        "rollout or upgrade); pass -l with the Deployment's matchLabels (such as app=...), "
+        "and --revision to label the filter for a revision"
+    )
+
+
+def _source(key: str) -> str:
+    return "controller" if key in ("pod-template-hash", "controller-revision-hash") else "revision"
 
 
 def reached(pod: Pod) -> bool:

@@ -575,17 +575,23 @@ def _unreadable(gw: GatewayStatus) -> tuple[str, ...]:
 
 
 def _base_selector(gateway: Gateway, scope: Scope) -> dict[str, str]:
-    """With an equality-only -l, those labels (as offline does); else the Deployment's."""
+    """The Deployment's selector, whatever -l said: -l only chooses the gateways to act on.
+    A filter selecting by -l's labels would carry ones like `istio.io/rev` and stop reaching
+    the gateway when they change (a canary upgrade). Without a Deployment, -l's equality labels,
+    with offline's refusal of the labels a pod gets from its controller or revision."""
+    from kubectl_keepalive.istio import own_selector
     from kubectl_keepalive.kube import labelselector
 
+    if gateway.selector:
+        return dict(gateway.selector)
     labels = labelselector.equality_labels(scope.selector) if scope.selector else None
-    selector = labels or gateway.selector
-    if not selector:
+    if not labels:
         raise UsageError(
             f"gateway {gateway.namespace}/{gateway.name} has no Deployment with matchLabels to "
             "select it by: pass -l with key=value labels"
         )
-    return dict(selector)
+    own_selector.refuse_controller_labels(labels)
+    return dict(labels)
 
 
 def _with_user_selector(gateway: Gateway, scope: Scope,

@@ -395,8 +395,9 @@ def test_double_equals_selector_means_equals(env: dict[str, str]) -> None:
     code, out, err = run(fake, env, "enable", "-y", "-l", "app==istio-ingressgateway",
                          "-o", "json")
     assert code == 0, err
+    # -l chose the gateway; the filter selects by its Deployment's selector.
     assert json.loads(out)["spec"]["workloadSelector"]["labels"] == {
-        "app": "istio-ingressgateway"}
+        "app": "istio-ingressgateway", "istio": "ingressgateway"}
 
 
 def test_status_from_closed_stdin_is_a_usage_error(env: dict[str, str]) -> None:
