@@ -105,13 +105,20 @@ class ApplyResult:
         return done, missing
 
 
+class LostRace(ConflictError):
+    """Another writer changed the filter while this run waited for it to take effect: a re-run
+    would not finish this run's work but undo the other's, and the message says so."""
+
+
 class PartialFailure(KeepaliveError):
-    """Some steps succeeded before one failed; the message lists both, and a re-run finishes."""
+    """Some steps succeeded before one failed; the message lists both, and a re-run finishes
+    (after a lost race, the cause says what a re-run would do instead)."""
 
     def __init__(self, cause: KeepaliveError, result: ApplyResult) -> None:
         done, missing = result.account()
+        rerun = "" if isinstance(cause, LostRace) else "; re-run the same command to finish"
         super().__init__(f"{cause} (already done: {'; '.join(done) or 'nothing'}; not done: "
-                         f"{'; '.join(missing) or 'nothing'}; re-run the same command to finish)")
+                         f"{'; '.join(missing) or 'nothing'}{rerun})")
         self.exit_code = cause.exit_code
         self.result = result
 
@@ -348,6 +355,9 @@ def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult, account: GatewayAcc
                 f"{len(pods)} pod(s)"
             )
             return
+        # Another enable or disable may have changed the filter meanwhile: then these pods
+        # will never show this run's settings, and waiting out the timeout helps nobody.
+        _check_unchanged(run, gp, f"verified gateway {label}")
         if not run.left():
             raise VerificationError(
                 f"gateway {label}: options not live within the timeout: "
@@ -419,16 +429,18 @@ def _await_push(run: _Run, gp: GatewayPlan) -> bool:
                 f"timeout, so deployment {label} was not restarted ({'; '.join(pending)}); "
                 f"is istiod for revision {revisions} running?"
             )
-        _check_unchanged(run, gp)
+        _check_unchanged(run, gp, f"waited for istiod's push, so deployment {label} was "
+                         "not restarted")
         run.report(f"waiting for istiod to push the change to gateway {label} before "
                    f"restarting ({len(pending)} pending)")
         run.sleep(min(2.0, run.left()))
 
 
-def _check_unchanged(run: _Run, gp: GatewayPlan) -> None:
+def _check_unchanged(run: _Run, gp: GatewayPlan, waiting: str) -> None:
     """The filter is still what this run wrote (or still gone, after a delete). Another enable
     with other settings, or a disable, may have changed it meanwhile: then istiod will never
-    push what this run waits for, and the timeout would blame istiod. Say so at once."""
+    push what this run waits for, and the timeout would blame istiod or the pods. Say so at
+    once, naming the other writer and what it wrote, and what a re-run of this command does."""
     source = gp.wanted if gp.wanted is not None else gp.current
     if source is None:
         return
@@ -443,12 +455,48 @@ def _check_unchanged(run: _Run, gp: GatewayPlan) -> None:
         now = "changed"
     else:
         now = None
-    if now is not None:
-        label = _label(gp.gateway)
-        raise ConflictError(
-            f"envoyfilter {namespace}/{name} was {now} by another writer (another enable or "
-            f"disable?) while this run waited for istiod's push, so deployment {label} was not "
-            "restarted; re-run the command you mean to converge on")
+    if now is None:
+        return
+    if current is None:
+        what = "a disable?"
+        rerun = "creates it again with this run's settings"
+    else:
+        what = f"{_writer(current)}; it now sets {_settings_text(current)}"
+        rerun = ("replaces those settings with this run's "
+                 f"({describe_settings(run.plan.settings)})" if gp.wanted is not None
+                 else "deletes it again")
+    raise LostRace(
+        f"envoyfilter {namespace}/{name} was {now} by another writer ({what}) while this run "
+        f"{waiting}; re-running this command {rerun}: run the command whose settings you mean "
+        "to keep")
+
+
+# A writer's name as the API server records it, shortened: it is printed on one line.
+_WRITER_MAX = 100
+
+
+def _writer(obj: dict[str, Any]) -> str:
+    """The field manager of the object's newest managedFields entry, and when it wrote."""
+    entries = [e for e in (obj.get("metadata") or {}).get("managedFields") or []
+               if isinstance(e, dict)]
+    if not entries:
+        return "writer unknown"
+    newest = max(entries, key=lambda e: str(e.get("time") or ""))
+    manager = str(newest.get("manager") or "unnamed")[:_WRITER_MAX]
+    when = str(newest.get("time") or "")[:_WRITER_MAX]
+    return f"field manager {manager}" + (f" at {when}" if when else "")
+
+
+def _settings_text(obj: dict[str, Any]) -> str:
+    """Per port, the keepalive the filter sets: "on idle=30s ... on port(s) 8080, 8443"."""
+    by_settings: dict[str, list[int]] = {}
+    for port, settings in sorted(envoyfilter.settings_in(obj).items()):
+        text = describe_settings(settings) if settings else "partial keepalive options"
+        by_settings.setdefault(text, []).append(port)
+    if not by_settings:
+        return "no keepalive"
+    return "; ".join(f"{text} on port(s) {', '.join(map(str, ports))}"
+                     for text, ports in by_settings.items())
 
 
 def _tcp_listeners(got: PodListeners, port: int) -> list[Listener]:
