@@ -1,6 +1,6 @@
 """Property tests of the CLI contract over generated argv (FakeCluster, a fake: nothing real).
 
-Every input ends with an exit code from the README's table, no traceback, and within a time
+Every input ends with an exit code from docs/exit-codes.md, no traceback, and within a time
 bound; inputs that must be refused before contact exit 2 with exactly one `error:` line, nothing
 on stdout, and the cluster never built.
 """
