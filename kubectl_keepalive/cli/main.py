@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "Deployment's name, which names the filter (default: the `app` "
                              "label of -l)")
     enable.add_argument("--revision", metavar="REV",
-                        help="offline: the gateway's istio.io/rev (default: from -l)")
+                        help="offline: the gateway's istio.io/rev, which labels the filter "
+                             "for that revision's istiod (default: none)")
 
     disable = sub("disable", "remove the managed EnvoyFilter, roll the gateway, verify")
     _add_flags(disable, _WRITE_FLAGS)
