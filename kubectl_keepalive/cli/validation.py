@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from kubectl_keepalive import durations
 from kubectl_keepalive.errors import UsageError
@@ -39,22 +39,25 @@ def shown(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
+def _dns1123(value: str, flag: str, what: str, pattern: re.Pattern[str], limit: int,
+             characters: str) -> str:
+    """A DNS-1123 name; `characters` says in words what `pattern` allows."""
+    if len(value) > limit or not pattern.fullmatch(value):
+        raise UsageError(f"{flag} {shown(value)} is not a valid {what}: at most {limit} "
+                         f"{characters}, starting and ending with a letter or digit")
+    return value
+
+
 def namespace(value: str, flag: str) -> str:
     """A namespace is a DNS-1123 label: what the API server accepts in its path segment."""
-    if len(value) > LABEL_MAX or not _LABEL.fullmatch(value):
-        raise UsageError(f"{flag} {shown(value)} is not a valid namespace: at most {LABEL_MAX} "
-                         "lowercase letters, digits and '-', starting and ending with a letter "
-                         "or digit")
-    return value
+    return _dns1123(value, flag, "namespace", _LABEL, LABEL_MAX,
+                    "lowercase letters, digits and '-'")
 
 
 def object_name(value: str, flag: str) -> str:
     """Deployment and EnvoyFilter names are DNS-1123 subdomains."""
-    if len(value) > SUBDOMAIN_MAX or not _SUBDOMAIN.fullmatch(value):
-        raise UsageError(f"{flag} {shown(value)} is not a valid name: at most {SUBDOMAIN_MAX} "
-                         "lowercase letters, digits, '-' and '.', starting and ending with a "
-                         "letter or digit")
-    return value
+    return _dns1123(value, flag, "name", _SUBDOMAIN, SUBDOMAIN_MAX,
+                    "lowercase letters, digits, '-' and '.'")
 
 
 def label_value(value: str, flag: str) -> str:
@@ -137,13 +140,15 @@ def connection_flags(args: argparse.Namespace) -> ConnectionFlags:
 
 def _connection_values(args: argparse.Namespace) -> dict[str, Any]:
     """The fields of `ConnectionFlags`, each checked."""
-    def text(name: str, flag: str) -> str | None:
+    def checked(name: str, flag: str, check: Callable[[str, str], str]) -> str | None:
         value = _given(args, name)
-        return None if value is None else header_value(str(value), flag)
+        return None if value is None else check(str(value), flag)
+
+    def text(name: str, flag: str) -> str | None:
+        return checked(name, flag, header_value)
 
     def file(name: str, flag: str) -> str | None:
-        value = _given(args, name)
-        return None if value is None else path(str(value), flag)
+        return checked(name, flag, path)
 
     groups: list[str] = [*(getattr(args, "as_group_pre", None) or ()),
                          *(getattr(args, "as_group", None) or ())]
