@@ -85,25 +85,46 @@ def _status_ports(*ports: tuple[str, int, int]) -> tuple[tuple[str, int, int], .
     return (("status-port", 15021, 15021), *ports)
 
 
-SEEDED: tuple[Gateway, ...] = (
-    # IstioOperator / istioctl install: the classic ingress gateway in the root namespace.
-    Gateway(
-        namespace="istio-system",
-        name="istio-ingressgateway",
+def _canonical(name: str, revision: str = "latest") -> dict[str, str]:
+    """Istio's canonical service labels, as every install style sets them on gateway pods."""
+    return {"service.istio.io/canonical-name": name,
+            "service.istio.io/canonical-revision": revision}
+
+
+_NO_SIDECAR = {"sidecar.istio.io/inject": "false"}
+
+
+def _operator_gateway(namespace: str, name: str, istio: str, rev_label: str,
+                      operator_labels: dict[str, str], canonical_revision: str = "latest",
+                      replicas: int = 1, **options: Any) -> Gateway:
+    """A gateway as IstioOperator (istioctl install) lays it out: `app` and `istio` labels that
+    are also the Deployment's selector, and Service ports 80 and 443 onto Envoy's 8080 and 8443.
+    """
+    return Gateway(
+        namespace=namespace,
+        name=name,
         pod_labels={
-            "app": "istio-ingressgateway",
-            "istio": "ingressgateway",
-            "istio.io/rev": "default",
-            "install.operator.istio.io/owning-resource": "unknown",
-            "operator.istio.io/component": "IngressGateways",
-            "service.istio.io/canonical-name": "istio-ingressgateway",
-            "service.istio.io/canonical-revision": "latest",
-            "sidecar.istio.io/inject": "false",
+            "app": name,
+            "istio": istio,
+            "istio.io/rev": rev_label,
+            **operator_labels,
+            **_canonical(name, canonical_revision),
+            **_NO_SIDECAR,
         },
-        selector={"app": "istio-ingressgateway", "istio": "ingressgateway"},
+        selector={"app": name, "istio": istio},
         listener_ports=(8080, 8443),
         service_ports=_status_ports(("http2", 80, 8080), ("https", 443, 8443)),
-        replicas=1,
+        replicas=replicas,
+        **options,
+    )
+
+
+SEEDED: tuple[Gateway, ...] = (
+    # IstioOperator / istioctl install: the classic ingress gateway in the root namespace.
+    _operator_gateway(
+        "istio-system", "istio-ingressgateway", "ingressgateway", rev_label="default",
+        operator_labels={"install.operator.istio.io/owning-resource": "unknown",
+                         "operator.istio.io/component": "IngressGateways"},
     ),
     # Helm chart istio/gateway, release "istio-ingress" in its own namespace.
     Gateway(
@@ -113,8 +134,7 @@ SEEDED: tuple[Gateway, ...] = (
             "app": "istio-ingress",
             "istio": "ingress",
             "sidecar.istio.io/inject": "true",
-            "service.istio.io/canonical-name": "istio-ingress",
-            "service.istio.io/canonical-revision": "latest",
+            **_canonical("istio-ingress"),
         },
         selector={"app": "istio-ingress", "istio": "ingress"},
         listener_ports=(80, 443),
@@ -129,9 +149,8 @@ SEEDED: tuple[Gateway, ...] = (
         pod_labels={
             "gateway.networking.k8s.io/gateway-name": "web-gateway",
             "istio.io/gateway-name": "web-gateway",
-            "service.istio.io/canonical-name": "web-gateway-istio",
-            "service.istio.io/canonical-revision": "latest",
-            "sidecar.istio.io/inject": "false",
+            **_canonical("web-gateway-istio"),
+            **_NO_SIDECAR,
         },
         selector={"gateway.networking.k8s.io/gateway-name": "web-gateway"},
         listener_ports=(80,),
@@ -144,41 +163,16 @@ SEEDED: tuple[Gateway, ...] = (
         },
     ),
     # A gateway pinned to a revisioned control plane ("canary"): label and injector agree.
-    Gateway(
-        namespace="istio-canary",
-        name="istio-ingressgateway-canary",
-        pod_labels={
-            "app": "istio-ingressgateway-canary",
-            "istio": "ingressgateway-canary",
-            "istio.io/rev": "canary",
-            "service.istio.io/canonical-name": "istio-ingressgateway-canary",
-            "service.istio.io/canonical-revision": "canary",
-            "sidecar.istio.io/inject": "false",
-        },
-        selector={"app": "istio-ingressgateway-canary", "istio": "ingressgateway-canary"},
-        listener_ports=(8080, 8443),
-        service_ports=_status_ports(("http2", 80, 8080), ("https", 443, 8443)),
-        replicas=1,
+    _operator_gateway(
+        "istio-canary", "istio-ingressgateway-canary", "ingressgateway-canary",
+        rev_label="canary", operator_labels={}, canonical_revision="canary",
         injected_revision=REVISION_TAG_TARGET,
     ),
     # A second IstioOperator gateway in the root namespace, with several replicas.
-    Gateway(
-        namespace="istio-system",
-        name="istio-internalgateway",
-        pod_labels={
-            "app": "istio-internalgateway",
-            "istio": "internalgateway",
-            "istio.io/rev": "default",
-            "operator.istio.io/component": "IngressGateways",
-            "service.istio.io/canonical-name": "istio-internalgateway",
-            "service.istio.io/canonical-revision": "latest",
-            "sidecar.istio.io/inject": "false",
-        },
-        selector={"app": "istio-internalgateway", "istio": "internalgateway"},
-        listener_ports=(8080, 8443),
-        service_ports=_status_ports(("http2", 80, 8080), ("https", 443, 8443)),
-        replicas=3,
-        service_type="ClusterIP",
+    _operator_gateway(
+        "istio-system", "istio-internalgateway", "internalgateway", rev_label="default",
+        operator_labels={"operator.istio.io/component": "IngressGateways"},
+        replicas=3, service_type="ClusterIP",
     ),
 )
 
