@@ -6,7 +6,12 @@ not imported at all: its `__init__` alone costs ~180 ms (its kubeconfig loader p
 oauthlib and pydantic), and the plugin needs only a dozen fields. Every write names its content
 type and field manager. HTTP failures become the project's errors here: 401 says the credentials
 were not accepted, 403 names the RBAC verb and resource. Every path segment is escaped. Any
-failure of a port-forward or exec stream becomes a ClusterError naming the pod.
+failure of a port-forward or exec stream becomes a ClusterError naming the pod. Every field read
+from an API object is checked for its shape (`_Fields`): a wrong one is a ClusterError naming
+the object and the field. Text from the server (Status messages, stream errors, stderr) is
+quoted cut and escaped (`terminal.safe`). Answers are bounded: API answers by the transport
+(64 MiB), Envoy admin answers and exec output by `max_admin_answer` (256 MiB); `max_answer`
+sets both.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +33,8 @@ from kubectl_keepalive.errors import (
     UnavailableError,
 )
 from kubectl_keepalive.kube.client import connection as connections
-from kubectl_keepalive.kube.client import streams
+from kubectl_keepalive.kube.client import streams, websock
+from kubectl_keepalive.kube.client.httppool import AnswerTooLarge, size_text
 from kubectl_keepalive.kube.client.kubeconfig import ResolvedConfig, resolve
 from kubectl_keepalive.kube.client.transport import HandshakeError, Transport
 from kubectl_keepalive.kube.cluster import (
@@ -37,6 +44,7 @@ from kubectl_keepalive.kube.cluster import (
     RolloutState,
 )
 from kubectl_keepalive.model import PROXY_CONFIG_ANNOTATION, REVISION_LABEL, Deployment, Pod
+from kubectl_keepalive.terminal import safe
 
 ENVOYFILTERS = "/apis/networking.istio.io/v1alpha3"  # the only version EnvoyFilter is served as
 ENVOYFILTER_RESOURCE = "envoyfilters.networking.istio.io"
@@ -62,14 +70,15 @@ class KubeCluster:
     """`cluster.Cluster` on a real API server."""
 
     def __init__(self, resolved: ResolvedConfig | None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, max_answer: int | None = None) -> None:
         if resolved is None:  # older callers: None meant "in a pod"
             import os
 
             resolved = resolve(None, None, None, os.environ if env is None else env)
         self.connection = connections.build(resolved,
                                              dict(env) if env is not None else None)
-        self._transport = Transport(self.connection)
+        self._transport = Transport(self.connection, max_answer=max_answer)
+        self.max_admin_answer = streams.MAX_ANSWER if max_answer is None else max_answer
         self._where = (f"in-cluster API server {self.connection.server}" if resolved.in_cluster
                        else self.connection.describe())
         self._exec_only = False  # set once port-forward was refused, to stop asking
@@ -100,11 +109,20 @@ class KubeCluster:
             return None
         if status >= 400:
             raise self._error(status, data, verb, resource, namespace)
+        return self._json(data, status, verb, resource)
+
+    def _json(self, data: bytes, status: int, verb: str, resource: str) -> Any:
         try:
             return json.loads(data) if data else {}
         except (ValueError, RecursionError):
             raise ClusterError(f"{verb} {resource} answered {status} with a body that is not "
                                f"JSON ({self._where})") from None
+
+    def _object(self, found: Any, verb: str, resource: str) -> dict[str, Any]:
+        if not isinstance(found, dict):
+            raise ClusterError(f"{verb} {resource} answered with JSON that is not an object "
+                               f"({self._where})")
+        return found
 
     def _unauthorized(self, reason: str) -> ClusterError:
         return ClusterError(
@@ -184,7 +202,7 @@ class KubeCluster:
             found = self._call("list", "nodes", None, "GET", "/api/v1/nodes")
         except ForbiddenError:
             return None  # a namespaced user: the cloud is then read from the Service alone
-        return [str((i.get("spec") or {}).get("providerID", "")) for i in _items(found)]
+        return [_Fields("node", i).text("spec.providerID") for i in _items(found)]
 
     # -- EnvoyFilters --------------------------------------------------------------------
 
@@ -197,10 +215,9 @@ class KubeCluster:
         return _items(found)
 
     def get_envoyfilter(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = self._call(
-            "get", ENVOYFILTER_RESOURCE, namespace, "GET", self._filters_path(namespace, name),
-            allow=(404,))
-        return found
+        found = self._call("get", ENVOYFILTER_RESOURCE, namespace, "GET",
+                           self._filters_path(namespace, name), allow=(404,))
+        return None if found is None else self._object(found, "get", ENVOYFILTER_RESOURCE)
 
     def create_envoyfilter(self, namespace: str, body: dict[str, Any],
                            dry_run: bool) -> dict[str, Any]:
@@ -210,16 +227,16 @@ class KubeCluster:
             raise AlreadyExists(namespace, body["metadata"]["name"])
         if status >= 400:
             raise self._error(status, data, "create", ENVOYFILTER_RESOURCE, namespace)
-        created: dict[str, Any] = json.loads(data)
-        return created
+        return self._object(self._json(data, status, "create", ENVOYFILTER_RESOURCE), "create",
+                            ENVOYFILTER_RESOURCE)
 
     def patch_envoyfilter(self, namespace: str, name: str, operations: list[dict[str, Any]],
                           dry_run: bool) -> dict[str, Any]:
-        patched: dict[str, Any] = self._call(
+        patched = self._call(
             "patch", ENVOYFILTER_RESOURCE, namespace, "PATCH",
             self._filters_path(namespace, name), self._write_query(dry_run), operations,
             JSON_PATCH)
-        return patched
+        return self._object(patched, "patch", ENVOYFILTER_RESOURCE)
 
     def delete_envoyfilter(self, namespace: str, name: str, resource_version: str,
                            dry_run: bool) -> None:
@@ -276,6 +293,11 @@ class KubeCluster:
                 raise self._unauthorized(_message(exc.body)) from None
             if exc.status == 403:
                 raise ForbiddenError(forbidden) from None
+            if 300 <= exc.status < 400:
+                raise ClusterError(
+                    f"{what} {pod.namespace}/{pod.name} failed: the API server answered with a "
+                    f"redirect ({exc.status}) to {safe(exc.location) or '(no Location)'}: "
+                    "redirects are not followed") from None
             raise ClusterError(f"{what} {pod.namespace}/{pod.name} failed: {exc.status} "
                                f"{_message(exc.body) or http.client.responses.get(exc.status, '')}"
                                ) from None
@@ -285,14 +307,23 @@ class KubeCluster:
             raise ClusterError(f"{what} {pod.namespace}/{pod.name} failed: "
                                f"{_describe(exc)}") from None
 
+    def _too_large(self, pod: Pod, what: str) -> ClusterError:
+        return ClusterError(
+            f"{what} of {pod.namespace}/{pod.name} is larger than "
+            f"{size_text(self.max_admin_answer)} (--max-answer-size raises the bound)")
+
     def _admin_via_port_forward(self, pod: Pod, paths: list[str],
                                 timeout: float) -> list[AdminRead]:
         what = f"port-forward to {pod.namespace}/{pod.name}:{ADMIN_PORT}"
+        deadline = time.monotonic() + timeout  # the upgrade and every read within it
         ws = self._open_stream(
             pod, "portforward", [("ports", str(ADMIN_PORT))], timeout, "port-forward to",
             f"forbidden (403): cannot create pods/portforward in namespace {pod.namespace}")
         try:
-            answers, cut = streams.http_get_all(ws, paths, timeout)
+            answers, cut = streams.http_get_all(ws, paths, max(0.0, deadline - time.monotonic()),
+                                                self.max_admin_answer)
+        except (AnswerTooLarge, websock.MessageTooLarge):
+            raise self._too_large(pod, "an Envoy admin answer") from None
         except Exception as exc:  # BrokenPipe, reset, bad frames, timeouts: all the pod's
             raise ClusterError(
                 f"reading Envoy admin of {pod.namespace}/{pod.name} through port-forward "
@@ -319,12 +350,16 @@ class KubeCluster:
         query = [("command", part) for part in command]
         query += [("container", PROXY_CONTAINER), ("stdout", "true"), ("stderr", "true"),
                   ("stdin", "false"), ("tty", "false")]
+        deadline = time.monotonic() + timeout  # the upgrade and the output within it
         ws = self._open_stream(
             pod, "exec", query, timeout, "exec in",
             f"forbidden (403): cannot create pods/exec in namespace {pod.namespace} "
             f"(needed for `{' '.join(command[:2])}` in {PROXY_CONTAINER})")
         try:
-            result = streams.exec_output(ws, timeout)
+            result = streams.exec_output(ws, max(0.0, deadline - time.monotonic()),
+                                         self.max_admin_answer)
+        except (AnswerTooLarge, websock.MessageTooLarge):
+            raise self._too_large(pod, f"the output of `{' '.join(command[:2])}`") from None
         except Exception as exc:  # any stream failure is this pod's error, never a crash
             raise ClusterError(f"exec of {command[0]} in {pod.namespace}/{pod.name} failed: "
                                f"{_describe(exc)}") from None
@@ -334,12 +369,12 @@ class KubeCluster:
             text = result.failure or result.stderr.decode(errors="replace")
             raise ClusterError(
                 f"`{' '.join(command)}` in {pod.namespace}/{pod.name} exited "
-                f"{result.exit_code}: {text.strip()[:200]}")
+                f"{result.exit_code}: {safe(text.strip(), 200)}")
         return result.stdout
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = safe(str(exc).strip())
     if isinstance(exc, streams.StreamError):
         return text or "stream error"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -353,44 +388,148 @@ def _close(ws: Any) -> None:
 
 def _items(found: Any) -> list[dict[str, Any]]:
     items = found.get("items") if isinstance(found, dict) else None
-    return [i for i in items or () if isinstance(i, dict)]
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
 
 def _message(data: bytes) -> str:
+    """The `message` of an API Status body, cut and escaped for the terminal."""
     try:
-        message = json.loads(data).get("message")
-    except (ValueError, AttributeError, RecursionError):
+        message = json.loads(data[:_MAX_STATUS]).get("message")
+    except (ValueError, AttributeError, RecursionError, TypeError):
         return ""
-    return str(message or "")
+    return safe(str(message or ""))
+
+
+_MAX_STATUS = 1024 * 1024  # an error Status is small; a longer body's message is not needed
+
+
+class _Fields:
+    """One API object's fields, each checked for its type as it is read: a field of the wrong
+    shape is a ClusterError naming the object and the field (never a crash, exit 5); a field
+    missing or null takes its default, as the API server's defaults would."""
+
+    def __init__(self, kind: str, item: dict[str, Any]) -> None:
+        self._item = item
+        meta = item.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        name, namespace = meta.get("name"), meta.get("namespace")
+        shown = "/".join(safe(str(v), 80) for v in (namespace, name) if isinstance(v, str))
+        self._what = f"{kind} {shown}" if shown else f"a {kind}"
+
+    def _wrong(self, path: str, value: Any, wanted: str) -> ClusterError:
+        return ClusterError(f"the API server sent {self._what} whose {path} is "
+                            f"{safe(repr(value), 80)}, not {wanted}")
+
+    def raw(self, path: str) -> Any:
+        value: Any = self._item
+        done: list[str] = []
+        for key in path.split("."):
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise self._wrong(".".join(done), value, "an object")
+            value = value.get(key)
+            done.append(key)
+        return value
+
+    def mapping(self, path: str) -> dict[str, Any]:
+        value = self.raw(path)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._wrong(path, value, "an object")
+        return value
+
+    def text_map(self, path: str) -> dict[str, str]:
+        found = self.mapping(path)
+        for key, value in found.items():
+            if not isinstance(value, str):
+                raise self._wrong(f"{path}[{safe(str(key), 80)}]", value, "a string")
+        return dict(found)
+
+    def text(self, path: str, default: str = "") -> str:
+        value = self.raw(path)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self._wrong(path, value, "a string")
+        return value
+
+    def integer(self, path: str, default: int) -> int:
+        value = self.raw(path)
+        if value is None:
+            return default
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(path, value, "a whole number")
+        return value
+
+    def flag(self, path: str) -> bool:
+        value = self.raw(path)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise self._wrong(path, value, "true or false")
+        return value
+
+    def maps(self, path: str) -> list[dict[str, Any]]:
+        value = self.raw(path)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._wrong(path, value, "a list")
+        for index, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                raise self._wrong(f"{path}[{index}]", entry, "an object")
+        return value
+
+    def entry_text(self, path: str, entry: dict[str, Any], key: str) -> str:
+        """A string field of one entry of a list that `maps` returned."""
+        value = entry.get(key)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise self._wrong(f"{path}[].{key}", value, "a string")
+        return value
+
+    def entry_texts(self, path: str, entry: dict[str, Any], key: str) -> tuple[str, ...]:
+        value = entry.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._wrong(f"{path}[].{key}", value, "a list of strings")
+        return tuple(value)
 
 
 def _pod(item: dict[str, Any]) -> Pod:
-    meta = item.get("metadata") or {}
-    status = item.get("status") or {}
-    conditions = status.get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    owner = next((o.get("name") for o in meta.get("ownerReferences") or []
-                  if o.get("kind") == "ReplicaSet"), None)
-    spec = item.get("spec") or {}
-    specs = spec.get("containers") or []
-    annotations = meta.get("annotations") or {}
+    f = _Fields("pod", item)
+    conditions = f.maps("status.conditions")
+    ready = any(f.entry_text("status.conditions", c, "type") == "Ready"
+                and f.entry_text("status.conditions", c, "status") == "True"
+                for c in conditions)
+    owners = f.maps("metadata.ownerReferences")
+    owner = next((f.entry_text("metadata.ownerReferences", o, "name") for o in owners
+                  if f.entry_text("metadata.ownerReferences", o, "kind") == "ReplicaSet"), None)
+    specs = f.maps("spec.containers")
+    annotations = f.mapping("metadata.annotations")
     proxy_config = annotations.get(PROXY_CONFIG_ANNOTATION)
-    containers = tuple(str(c.get("name")) for c in specs)
-    proxy_args = next((tuple(str(a) for a in c.get("args") or []) for c in specs
-                       if c.get("name") == "istio-proxy"), ())
+    containers = tuple(f.entry_text("spec.containers", c, "name") for c in specs)
+    proxy_args = next((f.entry_texts("spec.containers", c, "args") for c in specs
+                       if c.get("name") == PROXY_CONTAINER), ())
     return Pod(
-        namespace=str(meta.get("namespace", "")),
-        name=str(meta.get("name", "")),
-        labels=dict(meta.get("labels") or {}),
-        phase=str(status.get("phase", "")),
+        namespace=f.text("metadata.namespace"),
+        name=f.text("metadata.name"),
+        labels=f.text_map("metadata.labels"),
+        phase=f.text("status.phase"),
         ready=ready,
-        terminating=bool(meta.get("deletionTimestamp")),
-        replicaset=owner,
+        terminating=bool(f.raw("metadata.deletionTimestamp")),
+        replicaset=owner or None,
         containers=containers,
         injected_revision=_injected_revision(annotations),
         proxy_args=proxy_args,
         proxy_config=proxy_config if isinstance(proxy_config, str) else None,
-        grace_period=spec.get("terminationGracePeriodSeconds"),
+        grace_period=f.raw("spec.terminationGracePeriodSeconds"),
     )
 
 
@@ -402,46 +541,44 @@ def _injected_revision(annotations: dict[str, Any]) -> str | None:
         try:
             revision = json.loads(annotations.get("sidecar.istio.io/status") or "{}").get(
                 "revision")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             revision = None
-    return str(revision) if revision else None
+    return str(revision) if isinstance(revision, (str, int)) and revision else None
 
 
 def _deployment(item: dict[str, Any]) -> Deployment:
-    meta = item.get("metadata") or {}
-    spec = item.get("spec") or {}
-    selector = spec.get("selector") or {}
-    match_labels = dict(selector.get("matchLabels") or {})
-    if selector.get("matchExpressions"):
+    f = _Fields("deployment", item)
+    match_labels = f.text_map("spec.selector.matchLabels")
+    if f.raw("spec.selector.matchExpressions"):
         match_labels = {}  # not expressible as a workloadSelector; app refuses such gateways
     return Deployment(
-        namespace=str(meta.get("namespace", "")),
-        name=str(meta.get("name", "")),
+        namespace=f.text("metadata.namespace"),
+        name=f.text("metadata.name"),
         selector=match_labels,
-        template_labels=dict(((spec.get("template") or {}).get("metadata") or {}).get("labels")
-                             or {}),
-        paused=bool(spec.get("paused")),
-        replicas=int(spec.get("replicas", 1)),
-        generation=int(meta.get("generation", 0)),
-        uid=str(meta.get("uid", "")),
+        template_labels=f.text_map("spec.template.metadata.labels"),
+        paused=f.flag("spec.paused"),
+        replicas=f.integer("spec.replicas", 1),
+        generation=f.integer("metadata.generation", 0),
+        uid=f.text("metadata.uid"),
         rollout=_rollout_state(item),
     )
 
 
-def _rollout_state(item: dict[str, Any]) -> RolloutState:
-    meta = item.get("metadata") or {}
-    spec = item.get("spec") or {}
-    status = item.get("status") or {}
+def _rollout_state(item: Any) -> RolloutState:
+    if not isinstance(item, dict):
+        raise ClusterError("the API server sent a deployment that is not a JSON object")
+    f = _Fields("deployment", item)
+    path = "status.conditions"
     return RolloutState(
-        generation=int(meta.get("generation", 0)),
-        observed_generation=int(status.get("observedGeneration", 0)),
-        spec_replicas=int(spec.get("replicas", 1)),
-        replicas=int(status.get("replicas", 0)),
-        updated_replicas=int(status.get("updatedReplicas", 0)),
-        available_replicas=int(status.get("availableReplicas", 0)),
-        paused=bool(spec.get("paused")),
+        generation=f.integer("metadata.generation", 0),
+        observed_generation=f.integer("status.observedGeneration", 0),
+        spec_replicas=f.integer("spec.replicas", 1),
+        replicas=f.integer("status.replicas", 0),
+        updated_replicas=f.integer("status.updatedReplicas", 0),
+        available_replicas=f.integer("status.availableReplicas", 0),
+        paused=f.flag("spec.paused"),
         conditions=tuple(
-            Condition(str(c.get("type", "")), str(c.get("status", "")),
-                      str(c.get("reason", "")), str(c.get("message", "")))
-            for c in status.get("conditions") or []),
+            Condition(f.entry_text(path, c, "type"), f.entry_text(path, c, "status"),
+                      f.entry_text(path, c, "reason"), safe(f.entry_text(path, c, "message")))
+            for c in f.maps(path)),
     )

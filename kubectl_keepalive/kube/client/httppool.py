@@ -5,27 +5,41 @@ urllib3's import took longer than they do (benchmarks/startup.py). What this kee
 client library gives: one TLS context for every connection, the kubeconfig's tls-server-name
 for SNI and the certificate check, http:// proxies (CONNECT for an https server or a websocket,
 an absolute URL for a plain http request), idle connections reused, and an idle connection the
-server has closed noticed before a request is sent on it. Timeouts apply to each connect, send
-and receive, as the socket's. Errors are left to the caller: OSError (ssl.SSLError and
-ProxyRefused among them) and http.client.HTTPException.
+server has closed noticed before a request is sent on it.
+
+A request's timeout bounds the whole request, as Go's http.Client.Timeout does: connect, the
+proxy's CONNECT, TLS, sending, the answer's head and body, and the second try on a new connection
+share one deadline, so a server that trickles its answer cannot stretch it. Every answer has a
+size bound, checked against Content-Length before anything is read and against what arrives
+while it is read: memory stays a small multiple of the bound. A redirect is never followed (the
+token would go wherever it points). Errors are left to the caller: OSError (socket.timeout,
+ssl.SSLError and ProxyRefused among them), http.client.HTTPException, AnswerTooLarge and
+Redirected.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import io
 import select
 import socket
 import threading
+import time
 import urllib.parse
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from kubectl_keepalive.terminal import safe
 
 if TYPE_CHECKING:
     import ssl
 
 MAX_PROXY_ANSWER = 64 * 1024
+MAX_ANSWER = 64 * 1024 * 1024  # one API answer: far above a list of thousands of pods
+_READ_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,53 +89,138 @@ class ProxyRefused(OSError):
     """The proxy answered CONNECT with a status other than 200."""
 
     def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"the proxy answered CONNECT with {status} {reason}".rstrip())
+        super().__init__(f"the proxy answered CONNECT with {status} {safe(reason)}".rstrip())
         self.status = status
+
+
+class AnswerTooLarge(Exception):
+    """An answer longer than the bound: announced by Content-Length or seen while reading."""
+
+    def __init__(self, limit: int, announced: int | None) -> None:
+        said = f" (it announced {announced} bytes)" if announced is not None else ""
+        super().__init__(f"an answer larger than {size_text(limit)}{said}")
+        self.limit = limit
+
+
+class Redirected(Exception):
+    """The server answered with a redirect (3xx), which is never followed."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(f"a redirect ({status}) to {location or '(no Location)'}")
+        self.status = status
+        self.location = location
+
+
+def size_text(size: int) -> str:
+    """A byte count as a person reads it: whole MiB or GiB when it is one."""
+    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
+def deadline_after(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def time_left(deadline: float | None) -> float | None:
+    """The time until `deadline` for the next socket operation; socket.timeout once it passed."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("timed out")
+    return left
+
+
+class _DeadlineReads(io.RawIOBase):
+    """A socket's reads for http.client, each given only the time left until the deadline."""
+
+    def __init__(self, sock: socket.socket, conn: _Connection) -> None:
+        super().__init__()
+        self._sock = sock
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        self._sock.settimeout(time_left(self._conn.deadline))
+        return self._sock.recv_into(target)
+
+
+class _SocketShim:
+    """What http.client.HTTPResponse takes of a socket: makefile(), here under the deadline."""
+
+    def __init__(self, sock: socket.socket, conn: _Connection) -> None:
+        self._reads = _DeadlineReads(sock, conn)
+
+    def makefile(self, *_args: Any, **_kwargs: Any) -> Any:
+        return io.BufferedReader(self._reads)
+
+
+def _bounded_response(sock: socket.socket, *args: Any, conn: _Connection,
+                      **kwargs: Any) -> http.client.HTTPResponse:
+    return http.client.HTTPResponse(_SocketShim(sock, conn), *args,  # type: ignore[arg-type]
+                                    **kwargs)
 
 
 class _Connection(http.client.HTTPConnection):
     """One connection as the pool makes it: TCP to the server or the proxy, a CONNECT tunnel
     when asked (written here: http.client's drops the brackets of an IPv6 target before 3.13),
-    then TLS with the pool's context and server name for an https server."""
+    then TLS with the pool's context and server name for an https server. Every step, and each
+    request's send and answer, runs within `deadline` (None: no bound)."""
 
-    def __init__(self, dial: Endpoint, timeout: float | None, tunnel_to: Endpoint | None,
+    def __init__(self, dial: Endpoint, deadline: float | None, tunnel_to: Endpoint | None,
                  proxy_auth: str | None, context: ssl.SSLContext | None,
                  server_name: str | None) -> None:
-        super().__init__(dial.host, dial.port, timeout=timeout)
+        super().__init__(dial.host, dial.port)
+        self.deadline = deadline
         self._tunnel_to = tunnel_to
         self._proxy_auth = proxy_auth
         self._context = context
         self._server_name = server_name
+        self.response_class = functools.partial(_bounded_response, conn=self)  # type: ignore
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
+        sock = socket.create_connection((self.host, self.port), time_left(self.deadline))
         try:
             # Small requests go out at once, as http.client's own connect() arranges.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tunnel_to is not None:
-                _open_tunnel(sock, self._tunnel_to, self._proxy_auth)
+                _open_tunnel(sock, self._tunnel_to, self._proxy_auth, self.deadline)
             if self._context is not None:
+                # The handshake keeps one deadline over all its reads (CPython's ssl module).
+                sock.settimeout(time_left(self.deadline))
                 sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
 
+    def send(self, data: Any) -> None:
+        if self.sock is not None:  # sendall keeps one deadline over the whole buffer
+            self.sock.settimeout(time_left(self.deadline))
+        super().send(data)
 
-def _open_tunnel(sock: socket.socket, target: Endpoint, proxy_auth: str | None) -> None:
+
+def _open_tunnel(sock: socket.socket, target: Endpoint, proxy_auth: str | None,
+                 deadline: float | None) -> None:
     lines = [f"CONNECT {target.netloc} HTTP/1.1", f"Host: {target.netloc}"]
     if proxy_auth:
         lines.append(f"Proxy-Authorization: {proxy_auth}")
+    sock.settimeout(time_left(deadline))
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    answer = b""
+    answer = bytearray()
     while b"\r\n\r\n" not in answer:  # a proxy says nothing more until the client speaks
         if len(answer) > MAX_PROXY_ANSWER:
             raise ProxyRefused(0, "(an answer too long to be one)")
+        sock.settimeout(time_left(deadline))  # a trickled answer ends at the deadline too
         chunk = sock.recv(4096)
         if not chunk:
             raise ConnectionResetError("the proxy closed the connection after CONNECT")
         answer += chunk
-    status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    status_line = bytes(answer.split(b"\r\n", 1)[0]).decode("latin-1")
     parts = status_line.split(" ", 2)
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
     if status != 200:
@@ -140,19 +239,22 @@ class HttpPool:
         self._proxy = Endpoint.parse(proxy_url) if proxy_url else None
         self._proxy_auth = proxy_authorization(proxy_url) if proxy_url else None
         self._maxsize = maxsize
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         # A pool dropped without close() (a test's cluster, a rebuilt TLS pool) closes its
         # sockets rather than leave them to the collector.
         weakref.finalize(self, _close_all, self._idle)
 
     def request(self, method: str, path: str, headers: list[tuple[str, str]],
-                body: bytes | None, timeout: float | None) -> tuple[int, bytes]:
-        """(status, body) of one request; `path` includes its query. A GET that fails on a
-        reused connection (the server closed it meanwhile) is sent once more on a new one."""
-        conn, reused = self._take(timeout)
+                body: bytes | None, timeout: float | None,
+                limit: int = MAX_ANSWER) -> tuple[int, bytes]:
+        """(status, body) of one request within `timeout` in all; `path` includes its query.
+        A GET that fails on a reused connection (the server closed it meanwhile) is sent once
+        more on a new one, within the same time."""
+        deadline = deadline_after(timeout)
+        conn, reused = self._take(deadline)
         try:
-            return self._exchange(conn, method, path, headers, body)
+            return self._exchange(conn, method, path, headers, body, limit)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             conn.close()
             if not reused or method != "GET":
@@ -160,15 +262,16 @@ class HttpPool:
         except BaseException:
             conn.close()
             raise
-        conn = self._new(timeout)
+        conn = self._new(deadline)
         try:
-            return self._exchange(conn, method, path, headers, body)
+            return self._exchange(conn, method, path, headers, body, limit)
         except BaseException:
             conn.close()
             raise
 
-    def _exchange(self, conn: http.client.HTTPConnection, method: str, path: str,
-                  headers: list[tuple[str, str]], body: bytes | None) -> tuple[int, bytes]:
+    def _exchange(self, conn: _Connection, method: str, path: str,
+                  headers: list[tuple[str, str]], body: bytes | None,
+                  limit: int) -> tuple[int, bytes]:
         conn.putrequest(method, self._target(path), skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", self.server.host_header)
         for name, value in headers:
@@ -179,7 +282,10 @@ class HttpPool:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body)
         response = conn.getresponse()
-        data = response.read()
+        if 300 <= response.status < 400:
+            conn.close()  # its body is not wanted: the connection goes with it
+            raise Redirected(response.status, response.getheader("Location") or "")
+        data = read_bounded(response, limit)
         if response.will_close:
             conn.close()
         else:
@@ -197,30 +303,28 @@ class HttpPool:
             return f"http://{self.server.netloc}{target}"
         return target
 
-    def _take(self, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self, deadline: float | None) -> tuple[_Connection, bool]:
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return self._new(timeout), False
+                return self._new(deadline), False
             if _still_open(conn):
-                conn.timeout = timeout
-                if conn.sock is not None:
-                    conn.sock.settimeout(timeout)
+                conn.deadline = deadline
                 return conn, True
             conn.close()
 
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+    def _give_back(self, conn: _Connection) -> None:
         with self._lock:
             if len(self._idle) < self._maxsize:
                 self._idle.append(conn)
                 return
         conn.close()
 
-    def open_socket(self, timeout: float | None) -> socket.socket:
+    def open_socket(self, deadline: float | None) -> socket.socket:
         """A connected socket to the server (TLS done, through the proxy's tunnel when there
-        is one) for a websocket: the same route as every REST request."""
-        conn = self._new(timeout, tunnel=True)
+        is one) for a websocket, by `deadline`: the same route as every REST request."""
+        conn = self._new(deadline, tunnel=True)
         try:
             conn.connect()
         except BaseException:
@@ -230,11 +334,11 @@ class HttpPool:
         assert sock is not None
         return sock
 
-    def _new(self, timeout: float | None, tunnel: bool = False) -> _Connection:
+    def _new(self, deadline: float | None, tunnel: bool = False) -> _Connection:
         """A connection not yet opened. Through a proxy, an https server (or a websocket)
         gets a CONNECT tunnel; a plain http request is forwarded by absolute URL."""
         through = self._proxy is not None and (tunnel or self.server.scheme == "https")
-        return _Connection(self._proxy or self.server, timeout,
+        return _Connection(self._proxy or self.server, deadline,
                            self.server if through else None, self._proxy_auth,
                            self._context, self._server_name)
 
@@ -243,7 +347,25 @@ class HttpPool:
             _close_all(self._idle)
 
 
-def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+def read_bounded(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes: an announced length above it is refused before
+    anything is read (no buffer of that size is ever asked for), an endless body once it
+    passes it. Pieces joined once at the end: memory twice what was read at most."""
+    if response.length is not None and response.length > limit:
+        raise AnswerTooLarge(limit, response.length)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        piece = response.read(_READ_SIZE)
+        if not piece:
+            return b"".join(parts)
+        size += len(piece)
+        if size > limit:
+            raise AnswerTooLarge(limit, None)
+        parts.append(piece)
+
+
+def _close_all(connections: list[_Connection]) -> None:
     while connections:
         connections.pop().close()
 

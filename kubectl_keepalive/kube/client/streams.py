@@ -3,8 +3,11 @@
 Both speak `v4.channel.k8s.io`: every binary message starts with its channel number. Port-forward
 gives port i the data channel 2i and the error channel 2i+1, each opening with the port number
 (2 bytes, little endian). Exec uses 1 stdout, 2 stderr and 3 a final Status in JSON. The reads
-are synchronous under one deadline: no proxy thread, no socket pair. The caller turns any
-exception from here into the pod's error.
+are synchronous under one deadline: no proxy thread, no socket pair. Every answer and stdout
+has a size bound (`limit`, AnswerTooLarge past it); stdout is kept as a list of pieces joined
+once, so its cost is linear in its size; the error channel, stderr and the exit status are kept
+to a few KiB and quoted cut and escaped. The caller turns any exception from here into the pod's
+error.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubectl_keepalive.kube.client import websock
+from kubectl_keepalive.kube.client.httppool import AnswerTooLarge, read_bounded
+from kubectl_keepalive.terminal import safe, safe_bytes
 
 CHANNEL_PROTOCOL = "v4.channel.k8s.io"
+MAX_ANSWER = websock.MAX_MESSAGE  # an Envoy admin answer: real config dumps are tens of MB
+MAX_SIDE_TEXT = 64 * 1024  # error channel, stderr and exit status: kept, then quoted cut
 
 
 class StreamError(Exception):
@@ -35,7 +42,7 @@ class _Frames:
         self._seen: set[int] = set()
         self.closed = False
 
-    def next(self) -> tuple[int, bytes] | None:
+    def next(self) -> tuple[int, memoryview] | None:
         """(channel, payload) of the next data frame, or None once the server closed."""
         while not self.closed:
             left = self._deadline - time.monotonic()
@@ -48,10 +55,9 @@ class _Frames:
                 return None
             if opcode not in (websock.OPCODE_BINARY, websock.OPCODE_TEXT):
                 continue
-            data = bytes(data)
             if not data:
                 continue
-            channel, payload = data[0], data[1:]
+            channel, payload = data[0], memoryview(data)[1:]
             if self._prefixed and channel not in self._seen:
                 self._seen.add(channel)
                 payload = payload[2:]  # the port number each port-forward channel opens with
@@ -67,7 +73,7 @@ class _ChannelReader(io.RawIOBase):
     def __init__(self, frames: _Frames, data_channel: int) -> None:
         self._frames = frames
         self._data = data_channel
-        self._buffer = b""
+        self._buffer = memoryview(b"")
         self.error = b""
 
     def readable(self) -> bool:
@@ -78,17 +84,17 @@ class _ChannelReader(io.RawIOBase):
             frame = self._frames.next()
             if frame is None:
                 if self.error:
-                    raise StreamError(self.error.decode(errors="replace").strip())
+                    raise StreamError(safe_bytes(self.error.strip()))
                 return 0
             channel, payload = frame
             if channel == self._data:
                 self._buffer = payload
             elif channel == self._data + 1:
-                self.error += payload
-                raise StreamError(self.error.decode(errors="replace").strip() or "error")
+                self.error = (self.error + bytes(payload[:MAX_SIDE_TEXT]))[:MAX_SIDE_TEXT]
+                raise StreamError(safe_bytes(self.error.strip()) or "error")
         size = min(len(target), len(self._buffer))
         target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
+        self._buffer = self._buffer[size:]  # a view: the rest is not copied
         return size
 
 
@@ -116,23 +122,25 @@ class HttpAnswer:
     body: bytes
 
 
-def http_get_all(ws: Any, paths: list[str],
-                 timeout: float) -> tuple[list[HttpAnswer], str | None]:
+def http_get_all(ws: Any, paths: list[str], timeout: float,
+                 limit: int = MAX_ANSWER) -> tuple[list[HttpAnswer], str | None]:
     """GET each path in turn on the one forwarded connection (HTTP/1.1 keep-alive, the last
-    request asks to close): one stream for several admin reads, under one deadline.
+    request asks to close): one stream for several admin reads, under one deadline, each answer
+    at most `limit` bytes.
 
     Returns the answers in order and, when the stream failed after the first answer, why the
-    rest are missing; a failure before the first answer raises.
+    rest are missing; a failure before the first answer raises, as an answer too large does.
     """
+    ws.max_message = limit + 16  # a frame holds the channel byte and a piece of the answer
     frames = _Frames(ws, time.monotonic() + timeout, prefixed=True)
     sock = _FakeSocket(_ChannelReader(frames, 0))
     answers: list[HttpAnswer] = []
     for index, path in enumerate(paths):
         last = index == len(paths) - 1
         try:
-            answer, closing = _one_get(ws, sock, path, last)
+            answer, closing = _one_get(ws, sock, path, last, limit)
         except Exception as exc:  # the caller names the pod; later reads are extras
-            if not answers:
+            if not answers or isinstance(exc, AnswerTooLarge):
                 raise
             return answers, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         answers.append(answer)
@@ -141,7 +149,8 @@ def http_get_all(ws: Any, paths: list[str],
     return answers, None
 
 
-def _one_get(ws: Any, sock: _FakeSocket, path: str, last: bool) -> tuple[HttpAnswer, bool]:
+def _one_get(ws: Any, sock: _FakeSocket, path: str, last: bool,
+             limit: int) -> tuple[HttpAnswer, bool]:
     """One answer, and whether the server closes the connection after it."""
     request = (f"GET /{path.lstrip('/')} HTTP/1.1\r\nHost: localhost\r\n"
                f"Connection: {'close' if last else 'keep-alive'}\r\n\r\n").encode()
@@ -153,7 +162,7 @@ def _one_get(ws: Any, sock: _FakeSocket, path: str, last: bool) -> tuple[HttpAns
         # Envoy's HTTP/1.1 answers always carry one or the other; without either, a cut
         # stream would pass for an empty body.
         raise StreamError("the answer was cut short (no Content-Length and no chunks)")
-    body = response.read()
+    body = read_bounded(response, limit)
     if response.length:  # http.client leaves what is still missing in .length
         raise StreamError("the answer was cut short")
     return HttpAnswer(response.status, body), bool(response.will_close)
@@ -167,29 +176,36 @@ class ExecResult:
     failure: str  # the Status message when the command could not run at all
 
 
-def exec_output(ws: Any, timeout: float) -> ExecResult:
-    """Collect stdout and stderr until the server sends the final Status and closes."""
+def exec_output(ws: Any, timeout: float, limit: int = MAX_ANSWER) -> ExecResult:
+    """Collect stdout (at most `limit` bytes) and stderr until the server sends the final
+    Status and closes."""
+    ws.max_message = limit + 16
     frames = _Frames(ws, time.monotonic() + timeout, prefixed=False)
-    out, err, status = b"", b"", b""
+    out: list[bytes] = []
+    size = 0
+    err, status = bytearray(), bytearray()
     while (frame := frames.next()) is not None:
         channel, payload = frame
         if channel == 1:
-            out += payload
+            size += len(payload)
+            if size > limit:
+                raise AnswerTooLarge(limit, None)
+            out.append(bytes(payload))
         elif channel == 2:
-            err += payload
+            err += payload[:MAX_SIDE_TEXT - len(err)]
         elif channel == 3:
-            status += payload
+            status += payload[:MAX_SIDE_TEXT - len(status)]
     if not status:
         raise StreamError("the stream closed without the command's exit status")
-    code, failure = _exit_status(status)
-    return ExecResult(out, err, code, failure)
+    code, failure = _exit_status(bytes(status))
+    return ExecResult(b"".join(out), bytes(err), code, failure)
 
 
 def _exit_status(raw: bytes) -> tuple[int, str]:
     try:
         status = json.loads(raw)
     except ValueError:
-        raise StreamError(f"unreadable exit status {raw[:100]!r}") from None
+        raise StreamError(f"unreadable exit status {safe_bytes(raw, 100)}") from None
     if not isinstance(status, dict):
         raise StreamError("unreadable exit status")
     if status.get("status") == "Success":
@@ -201,4 +217,4 @@ def _exit_status(raw: bytes) -> tuple[int, str]:
                     return int(str(cause.get("message"))), ""
                 except ValueError:
                     break
-    return -1, str(status.get("message") or "the command failed")
+    return -1, safe(str(status.get("message") or "the command failed"))

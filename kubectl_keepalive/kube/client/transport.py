@@ -6,7 +6,10 @@ loads its kubeconfig loader (requests, oauthlib, pydantic) on any import. Every 
 websockets included, carries the Authorization and Impersonate-* headers; a 401 makes exec
 plugins and token files run again once, as client-go does. Failures to reach the server become
 ClusterError (TLS: asking again will not help) or UnavailableError (no answer: it may pass);
-statuses are left to the caller.
+statuses are left to the caller, but for a redirect, which is never followed (client-go follows
+one to another host with the token: not copied) and is a ClusterError naming its Location. The
+request timeout bounds each request as a whole, websocket upgrades included; every answer has a
+size bound (`max_answer`), whose excess is a ClusterError naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from kubectl_keepalive.kube.client import websock
 from kubectl_keepalive.kube.client.connection import Connection, ssl_context
 from kubectl_keepalive.kube.client.credentials import Auth
 from kubectl_keepalive.kube.client.websock import HandshakeError as HandshakeError  # re-exported
+from kubectl_keepalive.terminal import safe
 
 if TYPE_CHECKING:
     import ssl
@@ -27,13 +31,18 @@ if TYPE_CHECKING:
     from kubectl_keepalive.kube.client.httppool import HttpPool
 
 USER_AGENT = "kubectl-keepalive"
+SIZE_FLAG = "--max-answer-size"
 
 
 class Transport:
     """One API server and user: a pool of connections and the websocket dialer."""
 
-    def __init__(self, connection: Connection, maxsize: int = 32) -> None:
+    def __init__(self, connection: Connection, maxsize: int = 32,
+                 max_answer: int | None = None) -> None:
+        from kubectl_keepalive.kube.client.httppool import MAX_ANSWER
+
         self.connection = connection
+        self.max_answer = MAX_ANSWER if max_answer is None else max_answer
         self._maxsize = maxsize
         self._lock = threading.Lock()
         self._pool: HttpPool | None = None
@@ -84,13 +93,24 @@ class Transport:
                       content_type: str) -> tuple[int, bytes]:
         import http.client
 
+        from kubectl_keepalive.kube.client.httppool import AnswerTooLarge, Redirected
+
         pool, _ = self._tls(auth)
         headers = [("Accept", "application/json"), *self.headers(auth)]
         if body is not None:
             headers.append(("Content-Type", content_type))
         target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         try:
-            return pool.request(method, target, headers, body, self.connection.request_timeout)
+            return pool.request(method, target, headers, body, self.connection.request_timeout,
+                                self.max_answer)
+        except Redirected as exc:
+            raise ClusterError(
+                f"the API server at {self.describe()} answered {method} {path} with a redirect "
+                f"({exc.status}) to {safe(exc.location) or '(no Location)'}: redirects are "
+                "not followed (the credentials would go wherever it points)") from None
+        except AnswerTooLarge as exc:
+            raise ClusterError(f"the API server at {self.describe()} answered {method} {path} "
+                               f"with {exc} ({SIZE_FLAG} raises the bound)") from None
         except (OSError, http.client.HTTPException) as exc:
             kind = UnavailableError if passing(exc) else ClusterError
             raise kind(f"cannot reach the API server at {self.describe()}: "
@@ -100,26 +120,33 @@ class Transport:
 
     def websocket(self, path: str, query: list[tuple[str, str]], protocols: list[str],
                   timeout: float) -> websock.WebSocket:
-        """An open websocket to a streaming subresource; HandshakeError on an HTTP status."""
+        """An open websocket to a streaming subresource, upgraded within `timeout` (and the
+        request timeout) in all; HandshakeError on an HTTP status."""
+        import time
+
+        limit = self.connection.request_timeout
+        deadline = time.monotonic() + (timeout if limit is None else min(timeout, limit))
         auth = self.connection.credentials.current()
         try:
-            return self._websocket_once(auth, path, query, protocols, timeout)
+            return self._websocket_once(auth, path, query, protocols, deadline)
         except HandshakeError as exc:
             if exc.status != 401 or not self.connection.credentials.refresh_after_401(auth):
                 raise
         return self._websocket_once(self.connection.credentials.current(), path, query,
-                                    protocols, timeout)
+                                    protocols, deadline)
 
     def _websocket_once(self, auth: Auth, path: str, query: list[tuple[str, str]],
-                        protocols: list[str], timeout: float) -> websock.WebSocket:
+                        protocols: list[str], deadline: float) -> websock.WebSocket:
         """The upgrade on a socket `httppool` opened: TLS and proxy as for REST."""
         pool, _ = self._tls(auth)
         target = pool.server.prefix + path + (f"?{urllib.parse.urlencode(query)}"
                                               if query else "")
-        sock = pool.open_socket(timeout)
+        from kubectl_keepalive.kube.client.httppool import time_left
+
+        sock = pool.open_socket(deadline)
         try:
             return websock.connect(sock, pool.server.host_header, target, self.headers(auth),
-                                   protocols, timeout)
+                                   protocols, time_left(deadline) or 0.0)
         except BaseException:
             sock.close()
             raise
@@ -144,7 +171,7 @@ def passing(exc: BaseException) -> bool:
 
 def _reason(exc: BaseException) -> str:
     """The error's words, or its kind when it has none (a bare timeout)."""
-    text = str(exc)
+    text = safe(str(exc))
     if isinstance(exc, TimeoutError) or type(exc).__name__ == "timeout":
         return f"timed out{f' ({text})' if text and text != 'timed out' else ''}"
     return text or type(exc).__name__

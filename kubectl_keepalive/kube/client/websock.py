@@ -4,7 +4,9 @@ Only what those streams use: the upgrade on a socket `httppool` opened (TLS and 
 binary and text messages in, binary messages out, ping answered, close. A library would add its
 own start-up cost (and read proxy variables on its own); this is the protocol's client side and
 no more. Errors: HandshakeError for an upgrade answered with an HTTP status, ProtocolError for a
-broken frame or handshake, OSError (TimeoutError among them) from the socket.
+broken frame or handshake, OSError (TimeoutError among them) from the socket. What arrives is
+kept in one growing buffer read from an offset, so a frame of N bytes costs time linear in N;
+a message longer than `WebSocket.max_message` is a ProtocolError before it is read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import socket
 import struct
 import time
+
+from kubectl_keepalive.terminal import safe
 
 OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
@@ -29,13 +33,15 @@ _OPCODES = {OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCOD
 ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 MAX_HEAD = 64 * 1024  # an upgrade answer's status line and headers
 MAX_MESSAGE = 256 * 1024 * 1024  # far above any config dump; a bound against a broken length
+_RECV_SIZE = 256 * 1024
 
 
 class HandshakeError(Exception):
     """A websocket upgrade the server answered with an HTTP status instead of 101."""
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, location: str = "") -> None:
         super().__init__(f"websocket handshake answered {status}")
+        self.location = location
         self.status = status
         self.body = body
 
@@ -44,15 +50,27 @@ class ProtocolError(Exception):
     """The server broke the websocket protocol (bad handshake answer or frame)."""
 
 
+class MessageTooLarge(ProtocolError):
+    """A message (or one frame's announced length) longer than the reader's bound."""
+
+    def __init__(self, limit: int, announced: int | None = None) -> None:
+        said = f" (a frame announced {announced} bytes)" if announced is not None else ""
+        super().__init__(f"a message larger than {limit} bytes{said}")
+        self.limit = limit
+
+
 class _Reader:
     """Buffered reads from the socket under a deadline: exact byte counts, the header block.
 
     The deadline covers all the reads until it is set again, so that pings or data trickling
-    in cannot stretch one read of a message past it."""
+    in cannot stretch one read of a message past it. Bytes are appended to one bytearray and
+    taken from an offset (`_start`); what was taken is dropped once it is most of the buffer,
+    so every byte is copied a bounded number of times."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._start = 0
         self.deadline: float | None = None
 
     def _fill(self) -> None:
@@ -61,16 +79,31 @@ class _Reader:
             if left <= 0:
                 raise socket.timeout("timed out")
             self._sock.settimeout(left)
-        chunk = self._sock.recv(65536)
+        chunk = self._sock.recv(_RECV_SIZE)
         if not chunk:
             raise ConnectionResetError("the server closed the connection")
         self._buffer += chunk
 
-    def exact(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            self._fill()
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
+    def _available(self) -> int:
+        return len(self._buffer) - self._start
+
+    def _take(self, size: int) -> bytes:
+        end = self._start + size
+        with memoryview(self._buffer) as view:
+            data = bytes(view[self._start:end])
+        self._start = end
+        if self._start >= len(self._buffer):
+            self._buffer.clear()
+            self._start = 0
+        elif self._start > _RECV_SIZE and self._start * 2 > len(self._buffer):
+            del self._buffer[:self._start]
+            self._start = 0
         return data
+
+    def exact(self, size: int) -> bytes:
+        while self._available() < size:
+            self._fill()
+        return self._take(size)
 
     def line(self) -> bytes:
         """Up to and including the next CRLF."""
@@ -81,22 +114,22 @@ class _Reader:
         return self._through(b"\r\n\r\n")
 
     def _through(self, marker: bytes) -> bytes:
-        while marker not in self._buffer:
-            if len(self._buffer) > MAX_HEAD:
+        while True:
+            found = self._buffer.find(marker, self._start)
+            if found >= 0:
+                return self._take(found + len(marker) - self._start)
+            if self._available() > MAX_HEAD:
                 raise ProtocolError("the upgrade answer's headers are too long")
             self._fill()
-        end = self._buffer.index(marker) + len(marker)
-        data, self._buffer = self._buffer[:end], self._buffer[end:]
-        return data
 
     def rest(self, limit: int) -> bytes:
         """What arrives until the server closes (at most `limit`): an error answer's body."""
         try:
-            while len(self._buffer) < limit:
+            while self._available() < limit:
                 self._fill()
         except OSError:
             pass  # closed or timed out: the body is what came
-        return self._buffer[:limit]
+        return self._take(min(limit, self._available()))
 
 
 def connect(sock: socket.socket, host: str, target: str, headers: list[tuple[str, str]],
@@ -115,7 +148,7 @@ def connect(sock: socket.socket, host: str, target: str, headers: list[tuple[str
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     status, answer = _parse_head(reader.head())
     if status != 101:
-        raise HandshakeError(status, _error_body(reader, answer))
+        raise HandshakeError(status, _error_body(reader, answer), answer.get("location", ""))
     expected = accept_for(key)
     connection = {t.strip().lower() for t in answer.get("connection", "").split(",")}
     if answer.get("sec-websocket-accept") != expected or "upgrade" not in connection or \
@@ -123,7 +156,7 @@ def connect(sock: socket.socket, host: str, target: str, headers: list[tuple[str
         raise ProtocolError("the server's upgrade answer is not a websocket handshake")
     chosen = answer.get("sec-websocket-protocol")
     if protocols and chosen not in protocols:
-        raise ProtocolError(f"the server chose subprotocol {chosen!r}, not one of "
+        raise ProtocolError(f"the server chose subprotocol {safe(repr(chosen))}, not one of "
                             f"{', '.join(protocols)}")
     return WebSocket(sock, reader, chosen)
 
@@ -137,7 +170,7 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise ProtocolError(f"not an HTTP answer to the upgrade: {lines[0][:80]!r}")
+        raise ProtocolError(f"not an HTTP answer to the upgrade: {safe(repr(lines[0][:80]))}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
@@ -161,14 +194,14 @@ def _error_body(reader: _Reader, headers: dict[str, str]) -> bytes:
 
 def _chunked(reader: _Reader) -> bytes:
     """Chunks up to the last one: a server that keeps the connection open is not waited on."""
-    body = b""
+    body = bytearray()
     while len(body) < MAX_HEAD:
         size = int(reader.line().split(b";")[0].strip(), 16)
         if size == 0:
             break
         body += reader.exact(size)
         reader.exact(2)  # the CRLF after each chunk
-    return body[:MAX_HEAD]
+    return bytes(body[:MAX_HEAD])
 
 
 class WebSocket:
@@ -178,6 +211,7 @@ class WebSocket:
         self._sock = sock
         self._reader = reader
         self.subprotocol = subprotocol
+        self.max_message = MAX_MESSAGE  # the longest message read; a longer one is refused
         self._closed = False
         self._close_received = False
 
@@ -210,8 +244,8 @@ class WebSocket:
             elif kind is None:
                 raise ProtocolError("a continuation frame without a message")
             size += len(payload)
-            if size > MAX_MESSAGE:
-                raise ProtocolError(f"a message of more than {MAX_MESSAGE} bytes")
+            if size > self.max_message:
+                raise MessageTooLarge(self.max_message)
             parts.append(payload)
             if final:
                 return kind, b"".join(parts)
@@ -231,8 +265,8 @@ class WebSocket:
             (length,) = struct.unpack(">H", self._reader.exact(2))
         elif length == 127:
             (length,) = struct.unpack(">Q", self._reader.exact(8))
-        if length > MAX_MESSAGE:
-            raise ProtocolError(f"a frame of {length} bytes")
+        if length > self.max_message:
+            raise MessageTooLarge(self.max_message, length)
         return final, opcode, self._reader.exact(length)
 
     def _send(self, opcode: int, data: bytes) -> None:
