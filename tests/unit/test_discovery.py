@@ -21,6 +21,7 @@ from tests.unit.fake_cluster import (
     iop_egress,
     iop_ingress,
 )
+from tests.unit.shared_selector import NAMESPACE, two_gateways_one_selector
 
 PROXY = ("istio-proxy",)
 
@@ -194,14 +195,10 @@ def test_the_proxy_args_are_read_from_the_istio_proxy_container() -> None:
 
 
 def shared_selector(a_labels: dict[str, str], b_labels: dict[str, str]) -> tuple[Any, list[Pod]]:
-    """Two Deployments in one namespace whose selectors are both `istio=ingress`."""
-    a = FakeGateway("gw", "gw-a", {"istio": "ingress", **a_labels}, [80],
-                    selector={"istio": "ingress"})
-    b = FakeGateway("gw", "gw-b", {"istio": "ingress", **b_labels}, [80],
-                    selector={"istio": "ingress"}, template_hash="bbbb2")
-    fake = FakeCluster(a, b)
-    pods = fake.list_pods("gw", "istio=ingress")
-    gateways = group_gateways(pods, fake.list_deployments("gw"))
+    """The gateways and pods of two Deployments whose selectors are both `istio=ingress`."""
+    fake = two_gateways_one_selector(a_labels, b_labels)
+    pods = fake.list_pods(NAMESPACE, "istio=ingress")
+    gateways = group_gateways(pods, fake.list_deployments(NAMESPACE))
     return gateways, pods
 
 

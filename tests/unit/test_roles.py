@@ -12,7 +12,6 @@ import yaml
 
 from tests.unit.fake_cluster import (
     FakeCluster,
-    FakeGateway,
     agentgateway,
     ambient_east_west,
     ambient_waypoint,
@@ -22,6 +21,7 @@ from tests.unit.fake_cluster import (
     iop_egress,
     iop_ingress,
 )
+from tests.unit.shared_selector import two_gateways_one_selector
 from tests.unit.test_cli import KUBECONFIG, run
 
 
@@ -110,20 +110,11 @@ def test_only_other_proxies_found_is_an_error_that_names_them(env: dict[str, str
     assert code == 3 and "ingress gateway istio-system/agw (agentgateway, not Envoy)" in err
 
 
-def shared(tier_b: str) -> FakeCluster:
-    """Two Deployments whose selectors are both `istio=ingress` (two Helm releases given the
-    same `labels.istio` and a hand-made selector, say)."""
-    return FakeCluster(
-        FakeGateway("gw", "gw-a", {"istio": "ingress", "app": "gw-a", "tier": "edge"}, [80],
-                    selector={"istio": "ingress"}),
-        FakeGateway("gw", "gw-b", {"istio": "ingress", "app": "gw-b", "tier": tier_b}, [81],
-                    selector={"istio": "ingress"}, template_hash="bbbb2"))
-
-
 @pytest.mark.parametrize("selector", [[], ["-l", "istio=ingress"]])
 def test_each_filter_reaches_only_its_own_gateway(env: dict[str, str],
                                                   selector: list[str]) -> None:
-    fake = shared("internal")
+    fake = two_gateways_one_selector({"app": "gw-a", "tier": "edge"},
+                                     {"app": "gw-b", "tier": "internal"}, ports=(80, 81))
     code, _, err = run(fake, env, "enable", "-y", "-n", "gw", *selector)
     assert code == 0, err
     assert {k: f["spec"]["workloadSelector"]["labels"] for k, f in fake.filters.items()} == {
@@ -137,9 +128,7 @@ def test_each_filter_reaches_only_its_own_gateway(env: dict[str, str],
 
 
 def test_gateways_no_label_tells_apart_are_refused(env: dict[str, str]) -> None:
-    fake = FakeCluster(
-        FakeGateway("gw", "gw-a", {"istio": "ingress"}, [80]),
-        FakeGateway("gw", "gw-b", {"istio": "ingress"}, [81], template_hash="bbbb2"))
+    fake = two_gateways_one_selector({}, {}, ports=(80, 81))
     code, _, err = run(fake, env, "enable", "-y", "-n", "gw")
     assert code == 3
     assert "gateway gw/gw-a: its selector istio=ingress also matches the pods of gw/gw-b" in err
