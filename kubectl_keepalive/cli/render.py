@@ -1,4 +1,9 @@
-"""Reports as text: status tables, JSON/YAML documents, plan diffs. Pure: strings out."""
+"""Reports as text: status tables, JSON/YAML documents, plan diffs. Pure: strings out.
+
+Every name and message that came from the cluster or a config dump (namespaces, pods, listener
+names, errors, notes) is shown through `terminal.safe`: escaped and cut, one line each. The
+JSON and YAML documents keep the data as it is; their encoders escape control characters.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,10 @@ from typing import Any
 from kubectl_keepalive.envoy import sockopts
 from kubectl_keepalive.istio import envoyfilter
 from kubectl_keepalive.model import Keepalive, Listener
+from kubectl_keepalive.terminal import CUT, safe
 from kubectl_keepalive.usecases import app
+
+SENTENCE_CUT = 1000  # a note or error: the plugin's words around pieces already cut
 
 
 def status_document(report: app.StatusReport) -> dict[str, Any]:
@@ -138,6 +146,10 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
                 if wide:
                     row += [role, str(filter_name), lst.error or ""]
                 rows.append(row)
+    # One name per cell; the wide DETAIL column holds a whole error or note.
+    limits = [SENTENCE_CUT if wide and i == len(header) - 1 else CUT
+              for i in range(len(header))]
+    rows = [[safe(cell, limit) for cell, limit in zip(row, limits)] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["   ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
              for r in rows]
@@ -146,41 +158,50 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
 
 def status_notes(report: app.StatusReport) -> list[str]:
     """Lines for stderr: foreign filters and duplicates deserve a human's attention."""
+    return [safe(note, SENTENCE_CUT) for note in _status_notes(report)]
+
+
+def _status_notes(report: app.StatusReport) -> list[str]:
     notes = list(report.notices)
     for gw in report.gateways:
         for pod in gw.pods:
             if pod.error and pod.pod:
-                notes.append(f"pod {pod.pod.namespace}/{pod.pod.name}: {pod.error}")
+                notes.append(f"pod {_name(pod.pod)}: {safe(pod.error, SENTENCE_CUT)}")
             if pod.sockets_error and pod.pod:
-                notes.append(f"pod {pod.pod.namespace}/{pod.pod.name}: sockets not read: "
-                             f"{pod.sockets_error}")
+                notes.append(f"pod {_name(pod.pod)}: sockets not read: "
+                             f"{safe(pod.sockets_error, SENTENCE_CUT)}")
         seen: set[str] = set()
         for pod in gw.pods:
             for lst in pod.listeners:
                 for note in sockopts.listener_notes(lst):
-                    line = f"listener {lst.name} ({lst.state.value}): {note}"
+                    line = (f"listener {safe(lst.name)} ({lst.state.value}): "
+                            f"{safe(note, SENTENCE_CUT)}")
                     if line not in seen:  # every pod of a gateway usually says the same
                         seen.add(line)
-                        owner = (f"gateway {gw.gateway.namespace}/{gw.gateway.name}: "
-                                 if gw.gateway.name else "")
+                        owner = f"gateway {_name(gw.gateway)}: " if gw.gateway.name else ""
                         notes.append(owner + line)
         for foreign in gw.foreign:
             notes.append(
-                f"gateway {gw.gateway.namespace}/{gw.gateway.name}: EnvoyFilter {foreign} also "
+                f"gateway {_name(gw.gateway)}: EnvoyFilter {safe(str(foreign))} also "
                 "sets keepalive socket options"
             )
         skipped = gw.managed_filter and envoyfilter.skipped_for_revision(gw.managed_filter,
                                                                          gw.gateway)
         if skipped:
-            served = ", ".join(sorted(envoyfilter.serving_revisions(gw.gateway)))
+            served = safe(", ".join(sorted(envoyfilter.serving_revisions(gw.gateway))))
             notes.append(
-                f"gateway {gw.gateway.namespace}/{gw.gateway.name}: its EnvoyFilter "
-                f"{(gw.managed_filter or {}).get('metadata', {}).get('name')} is labelled "
-                f"istio.io/rev={skipped}"
+                f"gateway {_name(gw.gateway)}: its EnvoyFilter "
+                f"{safe(str((gw.managed_filter or {}).get('metadata', {}).get('name')))} is "
+                f"labelled istio.io/rev={safe(str(skipped))}"
                 f" but its pods are served by revision {served}, so no istiod applies it; "
                 "`kubectl keepalive enable` relabels it"
             )
     return notes
+
+
+def _name(thing: Any) -> str:
+    """namespace/name of a pod or gateway as read from the cluster, safe to show."""
+    return f"{safe(thing.namespace)}/{safe(thing.name)}"
 
 
 def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
@@ -188,24 +209,25 @@ def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
     out: list[str] = []
     for gp in plan.gateways:
         gw = gp.gateway
-        out.append(f"gateway {gw.namespace}/{gw.name} ({len(gw.pods)} pod(s))")
-        name = envoyfilter.managed_name(gw.name)
+        out.append(f"gateway {_name(gw)} ({len(gw.pods)} pod(s))")
+        name = safe(envoyfilter.managed_name(gw.name))
         verb = {"create": "will be created", "update": "will be updated",
                 "delete": "will be deleted", "none": "unchanged"}[gp.action]
-        out.append(f"  envoyfilter {gw.namespace}/{name}: {verb}")
+        out.append(f"  envoyfilter {safe(gw.namespace)}/{name}: {verb}")
         for change in gp.ports:
-            listener = f" ({change.listener_name})" if change.listener_name else ""
-            out.append(f"  port {change.port}{listener}: {change.before} -> {change.after}")
+            listener = f" ({safe(change.listener_name)})" if change.listener_name else ""
+            out.append(f"  port {change.port}{listener}: {safe(str(change.before))} -> "
+                       f"{safe(str(change.after))}")
         out.extend(_drain_lines(gp))
         if gp.rollout_incomplete:
-            out.append(f"  rollout not complete: {gp.rollout_incomplete}")
+            out.append(f"  rollout not complete: {safe(gp.rollout_incomplete, SENTENCE_CUT)}")
         if not gp.writes and not gp.live_matches:
             out.append("  live listeners do not show the filter yet: the gateway will be "
                        "restarted and verified")
         for pod in gp.unreadable_pods:
-            out.append(f"  could not read pod {pod}")
+            out.append(f"  could not read pod {safe(str(pod), SENTENCE_CUT)}")
         for foreign in gp.foreign:
-            out.append(f"  foreign EnvoyFilter {foreign} also sets keepalive options")
+            out.append(f"  foreign EnvoyFilter {safe(str(foreign))} also sets keepalive options")
         if gp.writes and with_yaml:
             # One key order for both sides, as `kubectl diff` has: the live object comes in
             # the API server's order, the wanted one in ours, and only values may differ.
@@ -213,8 +235,8 @@ def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
             after = dump(keys_sorted(envoyfilter.comparable(gp.wanted))) if gp.wanted else ""
             diff = difflib.unified_diff(
                 before.splitlines(keepends=True), after.splitlines(keepends=True),
-                f"live/{gw.namespace}/{name}", f"wanted/{gw.namespace}/{name}")
-            out.extend("  " + line.rstrip("\n") for line in diff)
+                f"live/{safe(gw.namespace)}/{name}", f"wanted/{safe(gw.namespace)}/{name}")
+            out.extend("  " + safe(line.rstrip("\n"), SENTENCE_CUT) for line in diff)
     return "\n".join(out) + "\n"
 
 
@@ -252,8 +274,9 @@ def _drain_lines(gp: app.GatewayPlan) -> list[str]:
             cuts.append(f"the rollout will end old pods {drain.pod_end.seconds:g}s after it "
                         f"starts ({drain.pod_end.source})")
         out.append(f"  port {port} now: {what}" + (f"; {', '.join(cuts)}" if cuts else ""))
-    out.extend(f"  in flight unknown on pod {p.pod}: {p.error}" for p in drain.pods if p.error)
-    out.extend(f"  note: {note}" for note in drain.notes)
+    out.extend(f"  in flight unknown on pod {safe(str(p.pod))}: {safe(p.error, SENTENCE_CUT)}"
+               for p in drain.pods if p.error)
+    out.extend(f"  note: {safe(note, SENTENCE_CUT)}" for note in drain.notes)
     return out
 
 

@@ -1,6 +1,8 @@
 """The doctor's report as a table (one per path) and as a JSON-able dict for `-o json`.
 
-Pure: strings and plain dicts out. The JSON keys may grow, never shrink.
+Pure: strings and plain dicts out. The JSON keys may grow, never shrink. In the table, every
+name from the cluster or the config dump (listeners, routes, clusters, Services) and every
+sentence built around one is shown through `terminal.safe`: escaped, cut, one line.
 """
 
 from __future__ import annotations
@@ -9,9 +11,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from kubectl_keepalive.durations import format_duration
+from kubectl_keepalive.terminal import safe
 
 from .analysis import Finding, PathReport, Report, Verdict
 from .balancers import DECLARED_IDLE, DECLARED_KIND
+
+SENTENCE_CUT = 1000  # a why, fix or note: the analysis's words around names already cut
+
+
+def _t(text: object) -> str:
+    """One name as the table shows it."""
+    return safe(str(text))
+
+
+def _w(text: object) -> str:
+    """One sentence as the table shows it."""
+    return safe(str(text), SENTENCE_CUT)
 
 
 def _s(seconds: float | None) -> str:
@@ -36,18 +51,18 @@ def table(report: Report, show_all: bool = False) -> str:
     p = report.profile
     b = report.balancer
     lines = [
-        f"port {report.port} (listener {report.listener}); request: {_s(p.duration)}, "
+        f"port {report.port} (listener {_t(report.listener)}); request: {_s(p.duration)}, "
         f"silence {_s(p.quiet)}, upload {_s(p.upload)}",
-        f"balancer: {b.kind} ({b.layer.value}), idle timeout "
+        f"balancer: {_t(b.kind)} ({b.layer.value}), idle timeout "
         f"{_s(b.idle_timeout_s) if b.idle_timeout_s is not None else 'unknown'}"
-        + (f" from {b.source}" if b.source else "") + f"; detected by {b.detected_by}",
+        + (f" from {_t(b.source)}" if b.source else "") + f"; detected by {_w(b.detected_by)}",
         f"listener keepalive: {_keepalive_text(report)}",
     ]
-    lines.extend(f"note: {n}" for n in report.notes)
+    lines.extend(f"note: {_w(n)}" for n in report.notes)
     for risk in report.risks:
         if risk.verdict is Verdict.RISK:
-            lines.append(f"risk: {risk.timer.name} {_s(risk.timer.seconds)} "
-                         f"({risk.timer.path}): {risk.why}; {risk.fix}")
+            lines.append(f"risk: {_t(risk.timer.name)} {_s(risk.timer.seconds)} "
+                         f"({_t(risk.timer.path)}): {_w(risk.why)}; {_w(risk.fix)}")
     for path in report.paths:
         lines.append("")
         lines.extend(_path_table(path, show_all))
@@ -65,24 +80,25 @@ def table(report: Report, show_all: bool = False) -> str:
 
 
 def _path_table(path: PathReport, show_all: bool) -> list[str]:
-    head = f"{path.name}  match {path.match}" + (f"  from {path.origin}" if path.origin else "")
+    head = f"{_t(path.name)}  match {_t(path.match)}" + (
+        f"  from {_t(path.origin)}" if path.origin else "")
     rows: list[Sequence[str]] = [("", "FIRES AT", "TIMER", "VALUE", "COUNTS", "VERDICT", "SCOPE")]
     hidden = (Verdict.OFF, Verdict.NOT_APPLICABLE)
     for f in path.findings:
         if not show_all and f.verdict in hidden:
             continue
-        rows.append(("*" if f.first else "", _s(f.fires_at), f.timer.name, _value(f),
-                     f.timer.counts.value, f.verdict.value, f.scope))
+        rows.append(("*" if f.first else "", _s(f.fires_at), _t(f.timer.name), _value(f),
+                     f.timer.counts.value, f.verdict.value, _t(f.scope)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = [head]
     out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                for r in rows)
     for f in path.findings:
         if f.verdict is Verdict.FIRES:
-            out.append(f"  {f.timer.name} ({f.scope}): {f.why}")
-            out.append(f"    source: {f.timer.path}")
+            out.append(f"  {_t(f.timer.name)} ({_t(f.scope)}): {_w(f.why)}")
+            out.append(f"    source: {_t(f.timer.path)}")
             if f.fix:
-                out.append(f"    fix: {f.fix}")
+                out.append(f"    fix: {_w(f.fix)}")
     return out
 
 
