@@ -15,7 +15,7 @@ ROOT = "kubectl_keepalive"
 
 # Top first. Modules directly in the package (model, errors, durations, __init__) are the shared
 # bottom; the client under kube/ sits below kube's own verbs.
-LAYERS = ("cli", "usecases", "doctor", "istio", "envoy", "kube", "kube.client")
+LAYERS = ("cli", "usecases", "doctor", "probe", "istio", "envoy", "kube", "kube.client")
 SHARED = 0
 # What the Kubernetes client may take from the shared bottom: it knows nothing of Istio or
 # keepalive, so not the model; errors for its refusals, the package for its version string,
@@ -84,6 +84,8 @@ def violations(module: str, source: str, is_package: bool) -> list[str]:
         if layer_of(module) == "kube.client" and layer_of(target) is None \
                 and target not in CLIENT_MAY_USE:
             found.append(f"{where}: the Kubernetes client knows nothing of the plugin's model")
+        if layer_of(module) == "probe" and layer_of(target) not in (None, "probe"):
+            found.append(f"{where}: the probe's socket work knows nothing of Kubernetes or Istio")
         if layer_of(module) == "usecases" and target.startswith(USECASES_MAY_NOT_USE):
             found.append(f"{where}: use cases reach the cluster through kube.cluster's protocol")
     return found
@@ -122,6 +124,7 @@ def test_every_module_is_in_a_known_layer_and_every_layer_says_its_rule() -> Non
      "protocol"),
     (f"{ROOT}.doctor.render", "from ..usecases import app", "higher"),
     (f"{ROOT}.model", "import kubectl_keepalive.envoy.sockopts", "higher"),
+    (f"{ROOT}.probe.wire", "from kubectl_keepalive.kube.client import proxies", "Kubernetes"),
 ])
 def test_the_checker_catches_an_import_that_runs_up(module: str, source: str, why: str) -> None:
     found = violations(module, source, is_package=False)
