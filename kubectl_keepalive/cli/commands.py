@@ -14,6 +14,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from kubectl_keepalive import __version__, durations
 from kubectl_keepalive.errors import EXIT_CHANGES, EXIT_CLUSTER, EXIT_OK, UsageError
+from kubectl_keepalive.terminal import LINE_CUT, safe
+
+SENTENCE_CUT = 1000  # a note or problem quoting the cluster: the pieces in it are cut already
 
 # The use cases are imported by the commands that run them: `version` and `completion` start
 # without loading them (start-up time, see benchmarks/startup.py).
@@ -38,7 +41,9 @@ class Context:
         self.stdin = stdin  # None when the process started with stdin closed
 
     def note(self, text: str) -> None:
-        self.err.write(text + "\n")
+        # Every line to stderr, escaped: a piece from the cluster missed upstream still cannot
+        # steer the terminal or break the line.
+        self.err.write(safe(text, LINE_CUT) + "\n")
         self.err.flush()
 
 
@@ -309,12 +314,12 @@ def cmd_doctor(ctx: Context) -> int:
             gw = item.gateway
             front = (f"Service {item.front.service} port {item.front.port}"
                      if item.front.service else "no Service found")
-            ctx.out.write(f"gateway {gw.namespace}/{gw.name}, {front}\n")
+            ctx.out.write(f"gateway {safe(gw.namespace)}/{safe(gw.name)}, {safe(front)}\n")
             ctx.out.write(doctor_render.table(item.report, show_all=args.show_all) + "\n")
     for line in result.notes:
-        ctx.note(f"note: {line}")
+        ctx.note(f"note: {safe(line, SENTENCE_CUT)}")
     for problem in result.problems:
-        ctx.note(f"error: {problem}")
+        ctx.note(f"error: {safe(problem, SENTENCE_CUT)}")
     if result.problems:
         return EXIT_CLUSTER
     return result.exit_code
@@ -346,7 +351,7 @@ def cmd_disable(ctx: Context) -> int:
 
 def _notices(ctx: Context, plan: app.Plan) -> None:
     for line in plan.notices:
-        ctx.note(f"note: {line}")
+        ctx.note(f"note: {safe(line, SENTENCE_CUT)}")
 
 
 def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
@@ -391,9 +396,9 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
         dry_run=args.dry_run == "server",
     )
     for line in result.done:
-        lines.write(line + "\n")
+        lines.write(safe(line, LINE_CUT) + "\n")
     for line in result.verified:
-        lines.write(f"verified: {line}\n")
+        lines.write(f"verified: {safe(line, LINE_CUT)}\n")
     if args.no_restart and plan.settings is not None and any(g.writes for g in plan.gateways):
         ctx.note("note: not restarted: connections accepted before the change keep running "
                  "without keepalive until they close")
