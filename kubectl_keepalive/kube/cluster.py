@@ -1,7 +1,7 @@
 """The interface the use cases need from a Kubernetes cluster, and the records it returns.
 
-`kube.KubeCluster` implements it against a real API server; tests may implement it too. Keeping
-the interface here lets `app` stay free of the `kubernetes` package.
+`kube.api.KubeCluster` implements it against a real API server; tests may implement it too.
+Keeping the interface here lets the use cases stay free of the adapter and its client.
 """
 
 from __future__ import annotations

@@ -306,7 +306,7 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     return labelselector.matches(selector, labels)
 
 
-# -- proxies as their installers label them (sources in discovery.py) ------------------------
+# -- proxies as their installers label them (sources in kubectl_keepalive/istio/discovery.py) -
 
 GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
 GATEWAY_CLASS = "gateway.networking.k8s.io/gateway-class-name"

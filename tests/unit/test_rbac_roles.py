@@ -1,7 +1,7 @@
 """The rights table (`rbac.RULES`) against what the code really asks, and the YAML it prints.
 
 Two recorders keep the table honest. A loopback HTTP server stands in for the API server and
-records every request `kube.KubeCluster` sends for each `Cluster` method (a new method fails the
+records every request `kube.api.KubeCluster` sends for each `Cluster` method (a new method fails the
 test until it is listed here); each request becomes (group, resource, verb) the way the API
 server's RequestInfo does, and the table must hold exactly those. Then every command runs over
 FakeCluster (a fake) behind a recorder of the methods it calls: a rule the table says a command
