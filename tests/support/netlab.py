@@ -62,7 +62,7 @@ SOL_SOCKET, SO_KEEPALIVE = 1, 9
 IPPROTO_TCP, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = 6, 4, 5, 6
 
 _LABS = itertools.count(1)
-_STALE_NAME = re.compile(rf"{PREFIX}(\d+)-\d+-(client|lb|gw)|kka(\d+)-(client|lb|gw)")
+_STALE_NAME = re.compile(rf"{PREFIX}(\d+)-\d+-(client|lb|gw|proxy)|kka(\d+)-(client|lb|gw)")
 
 BACKEND = """
 import http.server, sys, time, urllib.parse
