@@ -134,11 +134,14 @@ def time_left(deadline: float | None) -> float | None:
 
 
 class _DeadlineReads(io.RawIOBase):
-    """A socket's reads for http.client, each given only the time left until the deadline."""
+    """A socket's reads for http.client, each given only the time left until the deadline.
+    Through the socket's own file, which keeps the socket open while an answer is read after
+    http.client closed its connection (an answer that ends with the connection)."""
 
     def __init__(self, sock: socket.socket, conn: _Connection) -> None:
         super().__init__()
         self._sock = sock
+        self._file = sock.makefile("rb", buffering=0)
         self._conn = conn
 
     def readable(self) -> bool:
@@ -146,7 +149,11 @@ class _DeadlineReads(io.RawIOBase):
 
     def readinto(self, target: Any) -> int:
         self._sock.settimeout(time_left(self._conn.deadline))
-        return self._sock.recv_into(target)
+        return self._file.readinto(target) or 0
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 class _SocketShim:

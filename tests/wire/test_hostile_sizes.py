@@ -1,0 +1,158 @@
+"""Every answer has a size bound: an announced length past it is refused before anything is
+read (no MemoryError for Content-Length 10^15), an endless body once it passes it, with one
+error naming the bound and exit 3. Large but honest answers still pass whole: one 32 MiB
+websocket frame through port-forward, 32 MiB of exec stdout (the exec fallback)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.wire.hostile_api import (
+    GOLDEN_DUMP,
+    Conn,
+    Request,
+    accept_upgrade,
+    assert_clean,
+    hostile_api,
+    http_answer,
+    json_answer,
+    read_client_frame,
+    run_plugin,
+    serve_exec,
+    serve_port_forward,
+    status_body,
+    write_kubeconfig,
+    ws_binary,
+)
+
+pytestmark = pytest.mark.wire
+
+LONGEST_LINE = 1500
+BIG = 32 * 1024 * 1024
+
+
+def padded_dump(size: int) -> bytes:
+    """The golden config dump with trailing whitespace (valid JSON) up to `size` bytes."""
+    dump = GOLDEN_DUMP.read_bytes()
+    return dump + b" " * (size - len(dump))
+
+
+def absurd_length(conn: Conn, _request: Request) -> bool:
+    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 1000000000000000\r\n\r\n{\"items\": [")
+    conn.stopping.wait(30)
+    return False
+
+
+def endless_chunks(conn: Conn, _request: Request) -> bool:
+    conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"100000\r\n" + b" " * 0x100000 + b"\r\n"
+    while True:
+        conn.send(chunk)
+
+
+def endless_until_close(conn: Conn, _request: Request) -> bool:
+    conn.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+    while True:
+        conn.send(b" " * 0x100000)
+
+
+def assert_size_error(run: object, bound: str) -> None:
+    from tests.wire.hostile_api import Run
+
+    assert isinstance(run, Run)
+    assert run.code == 3, run.text
+    assert "MemoryError" not in run.text
+    errors = [line for line in run.stderr.decode().splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, run.text
+    assert f"larger than {bound}" in run.text and "--max-answer-size" in run.text, run.text
+    assert_clean(run, LONGEST_LINE)
+
+
+@pytest.mark.parametrize("handler", [absurd_length, endless_chunks, endless_until_close],
+                         ids=["content-length-1e15", "endless-chunks", "endless-until-close"])
+def test_an_oversized_api_answer_is_one_error_naming_the_bound(tmp_path: Path,
+                                                               handler: object) -> None:
+    with hostile_api(pods=handler) as api:  # type: ignore[arg-type]
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+    assert_size_error(run, "64 MiB")
+    assert run.stdout == b""
+
+
+def test_an_admin_answer_announcing_1e15_bytes_is_the_pods_size_error(tmp_path: Path) -> None:
+    def absurd_admin(conn: Conn, request: Request) -> bool:
+        accept_upgrade(conn, request)
+        serve_port_forward(conn, lambda _path: b"HTTP/1.1 200 OK\r\n"
+                           b"Content-Length: 1000000000000000\r\n\r\n{")
+        return False
+
+    with hostile_api(portforward=absurd_admin) as api:
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+    assert_size_error(run, "256 MiB")
+
+
+def test_a_websocket_frame_announcing_2_to_the_62_bytes_is_refused(tmp_path: Path) -> None:
+    def huge_frame_head(conn: Conn, request: Request) -> bool:
+        accept_upgrade(conn, request)
+        conn.send(struct.pack(">BBQ", 0x82, 127, 1 << 62) + b"\x00")
+        conn.stopping.wait(30)
+        return False
+
+    with hostile_api(portforward=huge_frame_head) as api:
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+    assert_size_error(run, "256 MiB")
+
+
+def test_one_32_mib_websocket_frame_is_read_whole(tmp_path: Path) -> None:
+    """The admin answer in a single frame: the listeners behind it are in the table."""
+    def one_frame(conn: Conn, request: Request) -> bool:
+        accept_upgrade(conn, request)
+        serve_port_forward(conn, lambda _path: http_answer(200, padded_dump(BIG)),
+                           piece=BIG + 4096)
+        return False
+
+    with hostile_api(portforward=one_frame) as api:
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+    assert run.code == 0, run.text
+    assert "0.0.0.0_8080" in run.stdout.decode()
+    assert_clean(run, LONGEST_LINE)
+
+
+def test_32_mib_of_exec_stdout_is_read_whole(tmp_path: Path) -> None:
+    """Port-forward forbidden: the exec fallback carries the dump as stdout, one frame."""
+    def forbidden(conn: Conn, _request: Request) -> bool:
+        conn.send(json_answer(403, status_body(403, "pods/portforward is forbidden")))
+        return True
+
+    def dump_as_stdout(conn: Conn, request: Request) -> bool:
+        accept_upgrade(conn, request)
+        serve_exec(conn, stdout=padded_dump(BIG), piece=BIG + 4096)
+        return False
+
+    with hostile_api(portforward=forbidden, exec=dump_as_stdout) as api:
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+    assert run.code == 0, run.text
+    assert "0.0.0.0_8080" in run.stdout.decode()
+    assert_clean(run, LONGEST_LINE)
+
+
+def test_exec_stdout_past_the_bound_is_the_size_error(tmp_path: Path) -> None:
+    """Stdout in pieces that together pass the bound (lowered here to keep the test short)."""
+    def forbidden(conn: Conn, _request: Request) -> bool:
+        conn.send(json_answer(403, status_body(403, "pods/portforward is forbidden")))
+        return True
+
+    def endless_stdout(conn: Conn, request: Request) -> bool:
+        accept_upgrade(conn, request)
+        while True:
+            conn.send(ws_binary(1, b" " * 0x100000))
+
+    with hostile_api(portforward=forbidden, exec=endless_stdout) as api:
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+    assert_size_error(run, "256 MiB")
+
+
+__all__ = ["read_client_frame"]
