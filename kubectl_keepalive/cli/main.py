@@ -31,6 +31,7 @@ EXIT_CODES_HELP = """exit codes:
   3    cluster or API error (RBAC, unreachable, conflicting EnvoyFilter, rollout failed)
   4    verification failed: the options are not live after applying them
   5    internal error (a bug): one line; -v shows the traceback
+  6    doctor: cannot tell (the balancer's idle timeout, which may cut the request, is unknown)
   130  interrupted
 """
 
