@@ -20,10 +20,16 @@ from typing import Any
 
 from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.kube.client import proxies
-from kubectl_keepalive.kube.client.credentials import Credentials
+from kubectl_keepalive.kube.client.credentials import (
+    Credentials,
+    HeaderValueError,
+    check_one_method,
+    header_value,
+)
 from kubectl_keepalive.kube.client.kubeconfig import ResolvedConfig
 
 EXEC_EXTENSION = "client.authentication.k8s.io/exec"
+_IMPERSONATION_KEYS = ("as", "as-groups", "as-uid", "as-user-extra")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class Connection:
         return self.server.startswith("https://")
 
     def describe(self) -> str:
-        return f"{self.server} (context {self.context})" if self.context else self.server
+        server = masked_url(self.server)
+        return f"{server} (context {self.context})" if self.context else server
 
     def who(self) -> str:
         """The user and context, for a 401's message."""
@@ -78,35 +85,77 @@ def _material(entry: dict[str, Any], key: str, origin: str, where: str) -> bytes
     return _read(str(path), origin, f"{where}.{key}") if path else None
 
 
+def masked_url(url: str) -> str:
+    """`url` with the password of its user info shown as `***`, as kubectl prints URLs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}{slash}{tail}"
+
+
 def _server(value: str, origin: str, where: str) -> str:
     if not value:
         raise UsageError(f"kubeconfig {origin}: {where}.server: no server is set (pass "
                          "--server or fix the kubeconfig)")
     if "://" not in value:
-        value = f"https://{value}"  # client-go's default when TLS is possible
+        # client-go's URL defaulting: a server without a scheme is plain http, so it gets no
+        # credentials at all (see build).
+        value = f"http://{value}"
+    shown = masked_url(value)
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError as exc:
-        raise UsageError(f"kubeconfig {origin}: {where}.server: {value!r}: {exc}") from None
+        raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"kubeconfig {origin}: {where}.server: {value!r} is not an http(s) URL")
+        raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r} is not an http(s) URL")
+    if "@" in parts.netloc:
+        # Go's net/http would send this as Basic credentials, over http too: refused instead.
+        raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r} carries a user name "
+                         "in the URL, which kubectl-keepalive never sends: set the user's "
+                         "username and password instead")
     return value.rstrip("/")
 
 
-def _impersonation(user: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    headers: list[tuple[str, str]] = []
+# RFC 7230 tchar: what a header name may hold unescaped (client-go's legalHeaderByte).
+_TOKEN_BYTES = frozenset(b"!#$&'*+-.^_`|~0123456789"
+                         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _extra_key(key: str) -> str:
+    """An `as-user-extra` key in a header name: other bytes (and `%`) %-encoded."""
+    return "".join(chr(b) if b in _TOKEN_BYTES else f"%{b:02X}" for b in key.encode())
+
+
+def _impersonation(user: dict[str, Any], origin: str,
+                   where: str) -> tuple[tuple[str, str], ...]:
+    """Impersonate-* headers, checked and encoded once for every sender."""
+    raw: list[tuple[str, str]] = []
     if user.get("as"):
-        headers.append(("Impersonate-User", str(user["as"])))
-    headers += [("Impersonate-Group", str(g)) for g in user.get("as-groups") or ()]
+        raw.append(("Impersonate-User", str(user["as"])))
+    raw += [("Impersonate-Group", str(g)) for g in user.get("as-groups") or ()]
     if user.get("as-uid"):
-        headers.append(("Impersonate-Uid", str(user["as-uid"])))
-    return tuple(headers)
+        raw.append(("Impersonate-Uid", str(user["as-uid"])))
+    for key, values in (user.get("as-user-extra") or {}).items():
+        raw += [(f"Impersonate-Extra-{_extra_key(str(key))}", str(v)) for v in values]
+    if raw and not user.get("as"):
+        raise UsageError(f"kubeconfig {origin}: {where}: impersonating groups, a uid or extra "
+                         "fields needs a user to impersonate (as, or --as), as in kubectl")
+    try:
+        return tuple((name, header_value(name, value)) for name, value in raw)
+    except HeaderValueError as exc:
+        raise UsageError(f"kubeconfig {origin}: {where}: {exc}") from None
 
 
 def _cluster_info(cluster: dict[str, Any], server: str, ca_pem: bytes | None) -> dict[str, Any]:
-    """ExecCredential spec.cluster, as client-go fills it for provideClusterInfo."""
-    info: dict[str, Any] = {"server": server}
+    """ExecCredential spec.cluster, as client-go fills it for provideClusterInfo: `config`
+    is always there, null without the exec extension."""
+    info: dict[str, Any] = {"server": server, "config": None}
     if cluster.get("tls-server-name"):
         info["tls-server-name"] = cluster["tls-server-name"]
     if cluster.get("insecure-skip-tls-verify"):
@@ -128,10 +177,18 @@ def build(resolved: ResolvedConfig, env: dict[str, str] | None = None) -> Connec
     uwhere = f'user "{resolved.user_name}"'
     server = _server(str(cluster.get("server") or ""), resolved.cluster_origin, cwhere)
     insecure = bool(cluster.get("insecure-skip-tls-verify"))
+    check_one_method(user, resolved.user_origin, uwhere)
+    if insecure and server.startswith("https://") and (cluster.get("certificate-authority")
+                     or cluster.get("certificate-authority-data")):
+        raise UsageError(f"kubeconfig {resolved.cluster_origin}: {cwhere}: a certificate "
+                         "authority together with insecure-skip-tls-verify is refused, as "
+                         "kubectl refuses it (specifying a root certificates file with the "
+                         "insecure flag is not allowed)")
     ca_pem = _material(cluster, "certificate-authority", resolved.cluster_origin, cwhere)
-    secure = server.startswith("https://")
-    if not secure and not insecure and ca_pem is None:
-        user = {}  # client-go sends credentials only over TLS
+    if not server.startswith("https://"):
+        # kubectl sends no credentials over plain http, whatever the cluster entry says;
+        # impersonation headers still go.
+        user = {k: v for k, v in user.items() if k in _IMPERSONATION_KEYS}
     cert = _material(user, "client-certificate", resolved.user_origin, uwhere)
     key = _material(user, "client-key", resolved.user_origin, uwhere)
     if bool(cert) != bool(key):
@@ -145,7 +202,8 @@ def build(resolved: ResolvedConfig, env: dict[str, str] | None = None) -> Connec
         server=server, ca_pem=ca_pem, insecure=insecure,
         tls_server_name=str(cluster.get("tls-server-name") or "") or None,
         cert_pem=cert, key_pem=key, proxy_url=proxy.url if proxy else None,
-        impersonation=_impersonation(user), request_timeout=resolved.request_timeout,
+        impersonation=_impersonation(user, resolved.user_origin, uwhere),
+        request_timeout=resolved.request_timeout,
         credentials=credentials, context=resolved.context, user_name=resolved.user_name)
 
 

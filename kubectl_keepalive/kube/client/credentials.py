@@ -53,6 +53,38 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class HeaderValueError(ValueError):
+    """A header value with a control character; the message names the header, never the
+    value (it may be a token)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f'invalid value for the "{name}" header: it contains a line break '
+                         "or another control character")
+
+
+def header_value(name: str, value: str) -> str:
+    """`value` as it goes on the wire, checked as Go's net/http checks it: control characters
+    other than a tab are refused (HeaderValueError), spaces and tabs at either end dropped,
+    and non-ASCII text sent as UTF-8. The result is a str whose latin-1 encoding is those
+    UTF-8 bytes, which is how http.client and `websock` encode header values."""
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        raise HeaderValueError(name)
+    value = value.strip(" \t")
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def check_one_method(user: Mapping[str, Any], origin: str, label: str) -> None:
+    """clientcmd's rule, also over plain http where nothing is sent: a token (or token
+    file) and a username/password in one user are "more than one authentication method"."""
+    if (user.get("token") or user.get("tokenFile")) and (user.get("username")
+                                                         or user.get("password")):
+        raise UsageError(f"kubeconfig {origin}: {label} has both a token and a "
+                         "username/password: kubectl refuses more than one authentication "
+                         "method")
+
+
 class Credentials:
     """The credentials of one kubeconfig user; thread-safe, plugins run at most once at a time.
 
@@ -81,17 +113,26 @@ class Credentials:
                 "which kubectl-keepalive does not support (kubectl dropped the gcp and azure "
                 "providers in 1.26): use an exec credential plugin, e.g. "
                 "gke-gcloud-auth-plugin or kubelogin, or pass --token")
+        check_one_method(self._user, origin, self._label)
         exec_spec = self._user.get("exec")
         self._exec = dict(exec_spec) if isinstance(exec_spec, Mapping) else None
-        if self._exec is not None and not self._static_token_configured():
+        if self.uses_exec and self._exec is not None:
             self._check_exec_spec(self._exec)
 
     @property
     def uses_exec(self) -> bool:
-        return self._exec is not None and not self._static_token_configured()
+        """Whether the exec plugin runs: as in client-go, only when the user has no token,
+        no username/password and no client certificate of its own."""
+        user = self._user
+        return self._exec is not None and not (
+            self._static_token_configured() or self._basic_configured()
+            or user.get("client-certificate") or user.get("client-certificate-data"))
 
     def _static_token_configured(self) -> bool:
         return bool(self._user.get("token") or self._user.get("tokenFile"))
+
+    def _basic_configured(self) -> bool:
+        return bool(self._user.get("username") or self._user.get("password"))
 
     def describe(self) -> str:
         return self._label
@@ -115,19 +156,28 @@ class Credentials:
 
     def _load(self) -> _Cached:
         user = self._user
+        token_file = user.get("tokenFile")
+        if token_file:  # client-go: a token file wins over `token` (and --token)
+            from_file = self._read_token_file(str(token_file))
+            return _Cached(Auth(self._bearer(from_file, UsageError)),
+                           time.time() + TOKEN_FILE_REFRESH)
         token = user.get("token")
         if token:
-            return _Cached(Auth(f"Bearer {token}"), None)
-        token_file = user.get("tokenFile")
-        if token_file:
-            return _Cached(Auth(f"Bearer {self._read_token_file(str(token_file))}"),
-                           time.time() + TOKEN_FILE_REFRESH)
-        if self._exec is not None:
-            return self._run_exec(self._exec)
-        if user.get("username") or user.get("password"):
+            return _Cached(Auth(self._bearer(str(token), UsageError)), None)
+        if self._basic_configured():
             pair = f"{user.get('username', '')}:{user.get('password', '')}".encode()
             return _Cached(Auth(f"Basic {base64.b64encode(pair).decode()}"), None)
+        if self.uses_exec and self._exec is not None:
+            return self._run_exec(self._exec)
         return _Cached(Auth(), None)
+
+    def _bearer(self, token: str, error: type[UsageError] | type[ClusterError]) -> str:
+        try:
+            return header_value("Authorization", f"Bearer {token}")
+        except HeaderValueError as exc:
+            where = (f"kubeconfig {self._origin}: {self._label}" if error is UsageError
+                     else self._plugin_name(self._exec or {}))
+            raise error(f"{where}: {exc}") from None
 
     def _read_token_file(self, path: str) -> str:
         try:
@@ -223,7 +273,7 @@ class Credentials:
         if not token and not cert:
             raise ClusterError(f"{name} answered neither a token nor a client certificate")
         expires = _timestamp(name, status.get("expirationTimestamp"))
-        auth = Auth(f"Bearer {token}" if token else None,
+        auth = Auth(self._bearer(token, ClusterError) if token else None,
                     cert.encode() if cert else None, key.encode() if key else None)
         return _Cached(auth, expires)
 

@@ -207,6 +207,13 @@ def _check_inner(path: Path, where: str, kind: str, inner: dict[str, Any]) -> No
             raise _fail(path, f"{where}.as-groups", "expected a list of strings")
         if inner.get("exec") is not None:
             _check_exec(path, f"{where}.exec", inner["exec"])
+        extra = inner.get("as-user-extra")
+        if extra is not None and not (
+                isinstance(extra, dict) and all(
+                    isinstance(k, str) and isinstance(v, list)
+                    and all(isinstance(x, str) for x in v) for k, v in extra.items())):
+            raise _fail(path, f"{where}.as-user-extra",
+                        "expected a mapping of names to lists of strings")
         provider = inner.get("auth-provider")
         if provider is not None and not isinstance(provider, dict):
             raise _fail(path, f"{where}.auth-provider",
@@ -222,6 +229,7 @@ def _entries(path: Path, data: dict[str, Any], section: str) -> list[tuple[str, 
         raise _fail(path, section, f"expected a list, got {_kind(items)}")
     kind = _INNER[section]
     found = []
+    first: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"{section}[{i}]"
         if not isinstance(item, dict):
@@ -229,6 +237,13 @@ def _entries(path: Path, data: dict[str, Any], section: str) -> list[tuple[str, 
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise _fail(path, f"{where}.name", "expected a non-empty string")
+        if name in first:
+            # kubectl refuses the whole file; its message lists every entry (tokens too), so
+            # this one names only the entries.
+            raise _fail(path, f"{where}.name", f"{_quoted(name)} is also the name of "
+                        f"{section}[{first[name]}]: kubectl refuses a file with two "
+                        f"{section} of one name")
+        first[name] = i
         inner = item.get(kind)
         if inner is None:
             inner = {}
@@ -322,8 +337,9 @@ def _override_cluster(cluster: dict[str, Any], flags: ConnectionFlags) -> dict[s
 def _override_user(user: dict[str, Any], flags: ConnectionFlags) -> dict[str, Any]:
     user = dict(user)
     if flags.token:
-        # A token on the command line is the credential: no plugin runs, no password is sent.
-        for key in ("tokenFile", "exec", "auth-provider", "username", "password"):
+        # As clientcmd's override: the flag replaces `token` only. A tokenFile still wins
+        # over it, and a username/password beside it is refused as two methods.
+        for key in ("exec", "auth-provider"):
             user.pop(key, None)
         user["token"] = flags.token
     if flags.client_certificate:
