@@ -115,7 +115,7 @@ def http_answer(status: int, body: bytes, headers: list[tuple[str, str]] | None 
                 content_type: str = "application/json") -> bytes:
     lines = [f"HTTP/1.1 {status} Whatever", f"Content-Type: {content_type}",
              f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers or [])]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body  # raw UTF-8, as a server may
 
 
 def json_answer(status: int, document: Any) -> bytes:

@@ -19,7 +19,6 @@ from tests.wire.hostile_api import (
     hostile_api,
     http_answer,
     json_answer,
-    read_client_frame,
     run_plugin,
     serve_exec,
     serve_port_forward,
@@ -154,5 +153,3 @@ def test_exec_stdout_past_the_bound_is_the_size_error(tmp_path: Path) -> None:
         run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
     assert_size_error(run, "256 MiB")
 
-
-__all__ = ["read_client_frame"]
