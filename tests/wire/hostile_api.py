@@ -221,7 +221,11 @@ def serve_port_forward(conn: Conn, answer: PortForwardAnswer,
     port = struct.pack("<H", 15000)
     conn.send(ws_binary(0, port) + ws_binary(1, port))
     if error_text is not None:
+        read_client_frame(conn)  # the admin GET, read: closing on it unread would reset
         conn.send(ws_binary(1, error_text) + ws_close())
+        with contextlib.suppress(Closed):
+            while read_client_frame(conn)[0] != 0x8:
+                pass
         return
     pending = b""
     while True:
