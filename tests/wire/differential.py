@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from tests.wire.pki import Pki
-from tests.wire.recorder import RecordingApiServer, Seen
+from tests.wire.recorder import RecordingApiServer, Seen, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"
@@ -78,6 +78,7 @@ def _values(server: RecordingApiServer, pki: Pki, folder: Path) -> dict[str, str
         "bob_crt": str(pki.bob.cert), "bob_key": str(pki.bob.key),
         "exec": str(folder / "wire-exec"),
         "dir": str(folder),
+        "closed": str(free_port()),
     }
 
 

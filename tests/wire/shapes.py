@@ -148,6 +148,17 @@ SHAPES: list[Shape] = [
              user=ALICE_FILES), differs=USERINFO),
     Shape("server-with-userinfo-http", kc(cluster={"server": "http://jane:secret-url-pw@"
                                                              "{plain_host}"}), differs=USERINFO),
+    Shape("proxy-url-socks5-password", kc(cluster={**TLS_CLUSTER, "proxy-url":
+                                                   "socks5://jane:secret-proxy-pw@127.0.0.1:"
+                                                   "{closed}"}, user={"token": "secret-tk"})),
+    Shape("proxy-url-https-password", kc(cluster={**TLS_CLUSTER, "proxy-url":
+                                                  "https://jane:secret-proxy-pw@127.0.0.1:"
+                                                  "{closed}"}, user={"token": "secret-tk"})),
+    Shape("proxy-url-http-closed", kc(cluster={**TLS_CLUSTER, "proxy-url":
+                                               "http://jane:secret-proxy-pw@127.0.0.1:{closed}"},
+                                      user={"token": "secret-tk"})),
+    Shape("https-proxy-env-loopback-server", kc(user={"token": "secret-token-A"}),
+          env={"HTTPS_PROXY": "https://jane:secret-proxy-pw@127.0.0.1:{closed}"}),
     Shape("disable-compression", kc(cluster={**TLS_CLUSTER, "disable-compression": True},
                                     user={"token": "secret-token-A"})),
     # -- exec credential plugins -------------------------------------------------------------

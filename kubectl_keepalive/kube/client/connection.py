@@ -27,6 +27,7 @@ from kubectl_keepalive.kube.client.credentials import (
     header_value,
 )
 from kubectl_keepalive.kube.client.kubeconfig import ResolvedConfig
+from kubectl_keepalive.kube.client.proxies import masked_url
 
 EXEC_EXTENSION = "client.authentication.k8s.io/exec"
 _IMPERSONATION_KEYS = ("as", "as-groups", "as-uid", "as-user-extra")
@@ -83,19 +84,6 @@ def _material(entry: dict[str, Any], key: str, origin: str, where: str) -> bytes
                 from None
     path = entry.get(key)
     return _read(str(path), origin, f"{where}.{key}") if path else None
-
-
-def masked_url(url: str) -> str:
-    """`url` with the password of its user info shown as `***`, as kubectl prints URLs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    authority, slash, tail = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{host}{slash}{tail}"
 
 
 def _server(value: str, origin: str, where: str) -> str:

@@ -36,9 +36,22 @@ def choose(server: str, proxy_url: str | None, env: Mapping[str, str]) -> Proxy 
     scheme = urllib.parse.urlsplit(found.url).scheme
     if scheme != "http" or not urllib.parse.urlsplit(found.url).hostname:
         hint = "" if found.source == "proxy-url" else " (or list the server in NO_PROXY)"
-        raise UsageError(f"{found.source} {found.url}: only http:// proxies are supported, "
-                         f"since port-forward and exec cannot tunnel otherwise{hint}")
+        raise UsageError(f"{found.source} {masked_url(found.url)}: only http:// proxies are "
+                         f"supported, since port-forward and exec cannot tunnel otherwise{hint}")
     return found
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password of its user info shown as `***`, as kubectl prints URLs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}{slash}{tail}"
 
 
 def _variable(env: Mapping[str, str], name: str) -> tuple[str, str]:
