@@ -133,8 +133,7 @@ def test_static_kinds_and_auth_provider(tmp_path: Path) -> None:
     assert Credentials({"tokenFile": str(tmp_path / "tok")}, "u", "c").current() \
         .authorization == "Bearer from-file"
     assert Credentials({}, "u", "c").current().authorization is None
-    with pytest.raises(ClusterError, match='auth-provider "gcp", which kubectl-keepalive does '
-                                           "not support"):
+    with pytest.raises(ClusterError, match=r'auth-provider "gcp", which kubectl removed in 1\.26'):
         Credentials({"auth-provider": {"name": "gcp"}}, "u", "c")
 
 
@@ -147,3 +146,33 @@ def test_a_401_runs_the_plugin_again_once(tmp_path: Path) -> None:
     assert creds.runs == 2
     static = Credentials({"token": "t"}, "u", "cfg")
     assert static.refresh_after_401(static.current()) is False
+
+
+# -- header values (the wire tier compares them with kubectl; these pin the encoding) ----------
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: yes", "a\n b", "a\rb", "a\x00b", "a\x7fb"])
+def test_header_values_with_control_characters_are_refused_without_the_value(
+        value: str) -> None:
+    from kubectl_keepalive.kube.client.credentials import HeaderValueError, header_value
+
+    with pytest.raises(HeaderValueError) as caught:
+        header_value("Impersonate-User", value)
+    assert "Impersonate-User" in str(caught.value)
+    assert value not in str(caught.value)
+
+
+def test_header_values_go_out_as_utf8_with_their_ends_trimmed() -> None:
+    from kubectl_keepalive.kube.client.credentials import header_value
+
+    wire = header_value("Impersonate-User", " jörg-日本\t")
+    assert wire.encode("latin-1") == "jörg-日本".encode()
+    assert header_value("Authorization", "Bearer a\tb") == "Bearer a\tb"
+
+
+def test_a_token_with_a_newline_is_refused_naming_the_header(tmp_path: Path) -> None:
+    creds = Credentials({"token": "secret-value\n"}, "u", str(tmp_path / "config"))
+    with pytest.raises(UsageError) as caught:
+        creds.current()
+    assert "Authorization" in str(caught.value)
+    assert "secret-value" not in str(caught.value)

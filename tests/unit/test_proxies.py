@@ -87,3 +87,22 @@ def test_other_proxies_are_refused_by_name(proxy_url: str | None, env: dict[str,
 def test_no_proxy_ports_and_ipv6(server: str, no_proxy: str, bypassed: bool) -> None:
     env = {"HTTPS_PROXY": "http://p:3128", "HTTP_PROXY": "http://p:3128", "NO_PROXY": no_proxy}
     assert (choose(server, None, env) is None) is bypassed
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://jane:pw@proxy:3128", "http://jane:***@proxy:3128"),
+    ("socks5://jane:p@ss:w@proxy:1080/x", "socks5://jane:***@proxy:1080/x"),
+    ("https://jane@proxy", "https://jane@proxy"),
+    ("jane:pw@proxy:3128", "jane:***@proxy:3128"),
+    ("https://api:6443/path@x", "https://api:6443/path@x"),
+])
+def test_passwords_in_urls_are_masked(url: str, shown: str) -> None:
+    from kubectl_keepalive.kube.client.proxies import masked_url
+
+    assert masked_url(url) == shown
+
+
+def test_a_refused_proxy_is_named_without_its_password() -> None:
+    with pytest.raises(UsageError) as caught:
+        choose(HTTPS, "ftp://jane:secret-pw@bastion:1080", {})
+    assert "secret-pw" not in str(caught.value) and "jane:***@bastion" in str(caught.value)
