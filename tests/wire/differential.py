@@ -44,6 +44,7 @@ class Shape:
     env: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, Any] = field(default_factory=dict)
     differs: str = ""
+    tty: bool = False  # standard input is a terminal (a pseudo-terminal the test opens)
 
 
 @dataclass
@@ -122,11 +123,17 @@ def prepare(shape: Shape, server: RecordingApiServer, pki: Pki, folder: Path
 
 
 def _run(command: list[str], env: dict[str, str], folder: Path, server: RecordingApiServer,
-         log: Path) -> Run:
+         log: Path, tty: bool) -> Run:
     server.take()
-    done = subprocess.run(command, env={**env, "WIRE_EXEC_LOG": str(log)}, cwd=folder,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT,
-                          check=False)
+    terminal, other = os.openpty() if tty else (-1, -1)
+    try:
+        done = subprocess.run(command, env={**env, "WIRE_EXEC_LOG": str(log)}, cwd=folder,
+                              stdin=other if tty else subprocess.DEVNULL, capture_output=True,
+                              timeout=RUN_TIMEOUT, check=False)
+    finally:
+        if tty:
+            os.close(terminal)
+            os.close(other)
     calls = ([json.loads(line) for line in log.read_text().splitlines()] if log.exists()
              else [])
     return Run(done.returncode, done.stdout.decode(errors="replace"),
@@ -134,15 +141,17 @@ def _run(command: list[str], env: dict[str, str], folder: Path, server: Recordin
 
 
 def run_kubectl(flags: list[str], env: dict[str, str], folder: Path,
-                server: RecordingApiServer) -> Run:
+                server: RecordingApiServer, tty: bool = False) -> Run:
     return _run([str(KUBECTL), *flags, "get", "--raw", ROUTE], env, folder, server,
-                folder / "kubectl-exec.jsonl")
+                folder / "kubectl-exec.jsonl", tty)
 
 
 def run_plugin(flags: list[str], env: dict[str, str], folder: Path,
-               server: RecordingApiServer, extra: tuple[str, ...] = ()) -> Run:
+               server: RecordingApiServer, extra: tuple[str, ...] = (),
+               tty: bool = False) -> Run:
     return _run([sys.executable, "-m", "kubectl_keepalive", *flags, *extra, "-n", "x",
-                 "status", "-o", "json"], env, folder, server, folder / "plugin-exec.jsonl")
+                 "status", "-o", "json"], env, folder, server, folder / "plugin-exec.jsonl",
+                tty)
 
 
 def secrets(shape: Shape, values: Mapping[str, str], pki: Pki) -> list[str]:

@@ -3,7 +3,8 @@ answers what its arguments ask for.
 
 Copied next to each shape's kubeconfig with this interpreter in its `#!` line. It appends one
 JSON line to the file named by WIRE_EXEC_LOG: its arguments, every WIRE_* variable (the
-kubeconfig's `env` entries) and the parsed KUBERNETES_EXEC_INFO. Arguments:
+kubeconfig's `env` entries), the parsed KUBERNETES_EXEC_INFO and whether its standard input
+is a terminal. Arguments:
 `token=VALUE`, `token-env=NAME` (the token from a variable), `cert=CERT,KEY` (PEM files),
 `answer-version=V` (a wrong apiVersion), `fail` (exit 1), `garbage` (not JSON).
 """
@@ -21,7 +22,7 @@ def main(argv: list[str]) -> int:
     seen = {"args": argv,
             "env": {k: v for k, v in sorted(os.environ.items())
                     if k.startswith("WIRE_") and k != "WIRE_EXEC_LOG"},
-            "exec_info": info}
+            "exec_info": info, "stdin_is_terminal": os.isatty(0)}
     log = os.environ.get("WIRE_EXEC_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as out:

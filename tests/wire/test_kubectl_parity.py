@@ -56,8 +56,8 @@ def test_plugin_sends_what_kubectl_sends(shape: Shape, api_server: RecordingApiS
     differential.ensure_kubectl()
     folder = tmp_path / "shape"
     flags, env, values = differential.prepare(shape, api_server, pki, folder)
-    kubectl = differential.run_kubectl(flags, env, folder, api_server)
-    plugin = differential.run_plugin(flags, env, folder, api_server)
+    kubectl = differential.run_kubectl(flags, env, folder, api_server, tty=shape.tty)
+    plugin = differential.run_plugin(flags, env, folder, api_server, tty=shape.tty)
     secrets = differential.secrets(shape, values, pki)
     context = f"\nkubectl: {_show(kubectl)}\nplugin: {_show(plugin)}"
     if shape.differs:
@@ -81,7 +81,8 @@ def test_plugin_sends_what_kubectl_sends(shape: Shape, api_server: RecordingApiS
         assert len(lines) == 1 and lines[0].startswith("error: "), context
     _no_secret(plugin, secrets, "the plugin")
     if secrets:
-        verbose = differential.run_plugin(flags, env, folder, api_server, ("-v", "9"))
+        verbose = differential.run_plugin(flags, env, folder, api_server, ("-v", "9"),
+                                          tty=shape.tty)
         assert verbose.code == plugin.code, _show(verbose)
         _no_secret(verbose, secrets, "the plugin with -v 9")
 
