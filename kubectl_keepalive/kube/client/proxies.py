@@ -12,6 +12,12 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    import ipaddress
+
+    _Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 from kubectl_keepalive.errors import UsageError
 
@@ -30,7 +36,7 @@ def choose(server: str, proxy_url: str | None, env: Mapping[str, str]) -> Proxy 
         parts = urllib.parse.urlsplit(server)
         name = "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY"
         value, source = _variable(env, name)
-        if not value or _bypassed(parts.hostname or "", parts.port, parts.scheme, env):
+        if not value or _bypassed(server, env):
             return None
         found = Proxy(value if "://" in value else f"http://{value}", source)
     scheme = urllib.parse.urlsplit(found.url).scheme
@@ -61,59 +67,89 @@ def _variable(env: Mapping[str, str], name: str) -> tuple[str, str]:
     return "", name
 
 
-def _bypassed(host: str, port: int | None, scheme: str, env: Mapping[str, str]) -> bool:
-    if host == "localhost" or _loopback(host):
+def _bypassed(server: str, env: Mapping[str, str]) -> bool:
+    """Go's net/http ProxyFromEnvironment (golang.org/x/net/http/httpproxy) on NO_PROXY, as
+    kubectl reads it: `localhost` (exactly so: `LOCALHOST` is proxied) and loopback addresses
+    (IPv4-mapped ones too) never go through a proxy; entries are trimmed and lower-cased."""
+    parts = urllib.parse.urlsplit(server)
+    host = _raw_host(parts.netloc)
+    address = _address(host)
+    if host == "localhost" or (address is not None and address.is_loopback):
         return True
     value, _ = _variable(env, "NO_PROXY")
-    port = port or (443 if scheme == "https" else 80)
+    port = str(parts.port or (443 if parts.scheme == "https" else 80))
+    name = _idna(host.strip().lower())
     for entry in (e.strip().lower() for e in value.split(",")):
         if entry == "*":
             return True
-        if entry and _matches(host.lower(), port, entry):
+        if entry and _matches(name, port, address, entry):
             return True
     return False
 
 
-def _matches(host: str, port: int, entry: str) -> bool:
-    """One NO_PROXY entry as Go's httpproxy reads it: an address or CIDR range (addresses
-    only), else a name that matches itself and its subdomains (`.name` and `*.name`:
-    subdomains only), either with an optional `:port`."""
+def _matches(host: str, port: str, address: _Address | None, entry: str) -> bool:
+    """One NO_PROXY entry as httpproxy parses it: a CIDR range (any port; never with a
+    port), an address (`[v6]:port` for a port), or a name matching itself and its subdomains
+    (`.name` and `*.name`: subdomains only), with an optional `:port` (`name:` is any port).
+    Addresses match address entries only; names are compared in IDNA (punycode) form."""
     import ipaddress  # here: only a NO_PROXY to match pays for it
 
-    name, entry_port = _split_port(entry)
-    if entry_port is not None and entry_port != port:
-        return False
-    try:
-        network = ipaddress.ip_network(name, strict=False)
-    except ValueError:
-        network = None
-    if network is not None:
+    if "/" in entry:
         try:
-            return ipaddress.ip_address(host) in network
+            network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            return False
+            network = None
+        if network is not None:
+            return address is not None and address in network
+    name, entry_port = _split_host_port(entry)
+    if entry_port and entry_port != port:
+        return False
+    entry_address = _address(name)
+    if entry_address is not None or address is not None:
+        return entry_address is not None and entry_address == address
     if name.startswith("*."):
         name = name[1:]
-    if name.startswith("."):
-        return host.endswith(name)
-    return host == name or host.endswith(f".{name}")
+    exact = not name.startswith(".")
+    bare = _idna(name if exact else name[1:])
+    return host.endswith(f".{bare}") or (exact and host == bare)
 
 
-def _split_port(entry: str) -> tuple[str, int | None]:
-    """`[v6]:port`, `name:port`, `v4:port` -> (address or name, port); else (entry, None)."""
+def _split_host_port(entry: str) -> tuple[str, str]:
+    """Go's net.SplitHostPort where the entry has a port after any `]`; the whole entry with
+    no port where it has none or cannot be split (`fd00::1`, `[fd00::1]`)."""
+    if entry.rfind(":") <= entry.rfind("]"):
+        return entry, ""
     if entry.startswith("["):
         inside, _, after = entry[1:].partition("]")
-        return inside, int(after[1:]) if after.startswith(":") and after[1:].isdigit() else None
-    head, sep, tail = entry.rpartition(":")
-    if sep and tail.isdigit() and ":" not in head:
-        return head, int(tail)
-    return entry, None
+        return (inside, after[1:]) if after.startswith(":") else (entry, "")
+    head, _, tail = entry.rpartition(":")
+    return (entry, "") if ":" in head else (head, tail)
 
 
-def _loopback(host: str) -> bool:
+def _raw_host(netloc: str) -> str:
+    """The host of a URL's authority as written (case kept), without brackets or port."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def _idna(name: str) -> str:
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
+def _address(host: str) -> _Address | None:
+    """An IP address (an IPv4-mapped IPv6 one as IPv4, as Go compares them), else None."""
     import ipaddress
 
     try:
-        return ipaddress.ip_address(host).is_loopback
+        found: _Address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None
+    mapped = getattr(found, "ipv4_mapped", None)
+    return mapped if mapped is not None else found
