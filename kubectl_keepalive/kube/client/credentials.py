@@ -4,9 +4,11 @@ Static `token`, `tokenFile` (re-read every minute, as client-go does for project
 `username`/`password`, and `exec` credential plugins (client.authentication.k8s.io v1 and
 v1beta1: `args`, `env`, `interactiveMode`, `provideClusterInfo`, `installHint`; the answer's
 token or client certificate is kept until `expirationTimestamp`). A plugin that is missing or
-fails is an error naming it: a request is never sent anonymously in its place. `auth-provider`
-is refused by name. Client certificates from the kubeconfig itself are TLS material and live in
-`connection`. This module starts processes; it never makes a request.
+fails is an error naming it: a request is never sent anonymously in its place. An
+`auth-provider` is module oidc's: `oidc` works (its refresh asks the issuer and writes the
+kubeconfig); gcp, azure and unknown names are refused. Client certificates from the kubeconfig
+itself are TLS material and live in `connection`. This module starts processes and makes no
+request of its own.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubectl_keepalive.errors import ClusterError, UsageError
+
+if TYPE_CHECKING:
+    from kubectl_keepalive.kube.client.oidc import OidcProvider
 
 EXEC_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 INTERACTIVE_MODES = ("Never", "IfAvailable", "Always")
@@ -105,14 +110,11 @@ class Credentials:
         self._lock = threading.Lock()
         self._cached: _Cached | None = None
         self.runs = 0  # how often the exec plugin ran, for tests and -v
-        provider = self._user.get("auth-provider")
-        if provider is not None and not self._user.get("token"):
-            name = provider.get("name", "?") if isinstance(provider, Mapping) else "?"
-            raise ClusterError(
-                f'{self._label} (kubeconfig {origin}) authenticates with auth-provider "{name}", '
-                "which kubectl-keepalive does not support (kubectl dropped the gcp and azure "
-                "providers in 1.26): use an exec credential plugin, e.g. "
-                "gke-gcloud-auth-plugin or kubelogin, or pass --token")
+        self._oidc: OidcProvider | None = None
+        if self._user.get("auth-provider") is not None:  # checked even where a token wins
+            from kubectl_keepalive.kube.client.oidc import auth_provider
+
+            self._oidc = auth_provider(self._user, user_name, self._label, origin, self._env)
         check_one_method(self._user, origin, self._label)
         exec_spec = self._user.get("exec")
         self._exec = dict(exec_spec) if isinstance(exec_spec, Mapping) else None
@@ -169,6 +171,9 @@ class Credentials:
             return _Cached(Auth(f"Basic {base64.b64encode(pair).decode()}"), None)
         if self.uses_exec and self._exec is not None:
             return self._run_exec(self._exec)
+        if self._oidc is not None:
+            id_token, until = self._oidc.bearer()
+            return _Cached(Auth(f"Bearer {id_token}"), until)
         return _Cached(Auth(), None)
 
     def _bearer(self, token: str, error: type[UsageError] | type[ClusterError]) -> str:
