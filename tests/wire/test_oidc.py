@@ -76,6 +76,7 @@ class IssuerPlan:
     token_type: str = "application/json"
     token_body: bytes = b"{}"
     basic_refused: bool = False  # a client that must send its secret as form fields
+    token_delay: float = 0.0  # seconds before the token answer
 
 
 class Issuer:
@@ -120,6 +121,7 @@ class Issuer:
                 length = int(self.headers.get("Content-Length") or 0)
                 self._record(self.rfile.read(length) if length else b"")
                 plan = owner.plan
+                time.sleep(plan.token_delay)
                 if plan.basic_refused and self.headers.get("Authorization"):
                     self._answer(401, "application/json", b'{"error": "invalid_client"}')
                     return
@@ -216,6 +218,8 @@ SCENARIOS = [
         token_type="application/x-www-form-urlencoded",
         token_body=urllib.parse.urlencode({"access_token": "a", "id_token": NEW_ID_TOKEN,
                                            "refresh_token": ROTATED}).encode())),
+    Scenario("issuer-url-with-trailing-slash", "expired", issuer_url="{issuer}/",
+             plan=_plan(token_body=token_answer(NEW_ID_TOKEN, ROTATED))),
     Scenario("absent-id-token-refresh", None,
              plan=_plan(token_body=token_answer(NEW_ID_TOKEN, ROTATED))),
     Scenario("no-client-secret", "expired", client_secret=None,
@@ -395,7 +399,7 @@ def test_plugin_does_what_kubectl_does(scenario: Scenario, issuer: Issuer,
                                        tmp_path: Path) -> None:
     differential.ensure_kubectl()
     issuer.plan = scenario.plan
-    url = (scenario.issuer_url or issuer.url).format(free_port=free_port())
+    url = (scenario.issuer_url or issuer.url).format(free_port=free_port(), issuer=issuer.url)
     folders = {name: tmp_path / name for name in ("kubectl", "plugin", "verbose")}
     setups = {name: _write_folder(folder, scenario, issuer, api_server, pki, url)
               for name, folder in folders.items()}
@@ -592,3 +596,38 @@ def test_a_held_lock_stops_the_refresh(issuer: Issuer, api_server: RecordingApiS
     assert (tmp_path / "plugin" / "config").read_bytes() == before
     assert (tmp_path / "plugin" / "config.lock").exists()
     _no_secret(plugin, scenario.secrets(NEW_ID_TOKEN))
+
+
+# -- two runs at once ---------------------------------------------------------------------------
+
+def test_two_runs_at_once_spend_the_refresh_token_once(issuer: Issuer,
+                                                       api_server: RecordingApiServer,
+                                                       pki: Pki, tmp_path: Path) -> None:
+    """Two plugin runs on one expired kubeconfig: the first refreshes under the lock, the
+    second waits for it, reads the stored tokens and uses them, so an issuer that rotates
+    refresh tokens sees one refresh, not a second one with a token it has already spent."""
+    scenario = Scenario("together", "expired", plan=_plan(
+        token_delay=1.0, token_body=token_answer(NEW_ID_TOKEN, ROTATED)))
+    issuer.plan = scenario.plan
+    folder = tmp_path / "shared"
+    flags, env = _write_folder(folder, scenario, issuer, api_server, pki, issuer.url)
+    api_server.take()
+    issuer.take()
+    command = [sys.executable, "-m", "kubectl_keepalive", *flags, "-n", "x", "status",
+               "-o", "json"]
+    runs = [subprocess.Popen(command, env={**env, "PYTHONPATH": str(REPO)}, cwd=folder,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        outputs = [run.communicate(timeout=RUN_TIMEOUT) for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    posts = [seen for seen in issuer.take() if seen.method == "POST"]
+    assert len(posts) == 1, posts
+    assert {seen.authorization for seen in api_server.take()} == {f"Bearer {NEW_ID_TOKEN}"}
+    stored = yaml.safe_load((folder / "config").read_text())["users"][1]["user"]
+    assert stored["auth-provider"]["config"]["refresh-token"] == ROTATED

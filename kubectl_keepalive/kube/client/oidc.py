@@ -320,7 +320,9 @@ class OidcProvider:
 
     def _token_endpoint(self) -> str:
         issuer = self._config["idp-issuer-url"]
-        url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        # strings.TrimSuffix, as client-go: one trailing slash, not all of them.
+        url = (issuer[:-1] if issuer.endswith("/") else issuer) \
+            + "/.well-known/openid-configuration"
         status, data = self._exchange(url, "GET", None, [], MAX_DISCOVERY)
         if status != 200:
             raise self._fail(f"the issuer's discovery document {safe(url)} answered HTTP "
