@@ -387,8 +387,18 @@ def _close(ws: Any) -> None:
 
 
 def _items(found: Any) -> list[dict[str, Any]]:
-    items = found.get("items") if isinstance(found, dict) else None
-    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    """A list answer's items, each an object; any other shape is the server's error."""
+    items = found.get("items") if isinstance(found, dict) else found
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ClusterError(f"the API server answered a list with items of the wrong shape: "
+                           f"{safe(repr(items), 80)}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ClusterError(f"the API server answered a list whose items[{index}] is "
+                               f"{safe(repr(item), 80)}, not an object")
+    return items
 
 
 def _message(data: bytes) -> str:
