@@ -201,8 +201,12 @@ def _print_status(ctx: Context, report: app.StatusReport) -> None:
         ctx.out.write(render.to_json(render.status_document(report)))
     elif output == "yaml":
         ctx.out.write(render.to_yaml(render.status_document(report)))
+    elif output == "wide":
+        ctx.out.write(render.status_table(report, wide=True))
     else:
-        ctx.out.write(render.status_table(report, wide=output == "wide"))
+        from kubectl_keepalive.cli import gateway_table
+
+        ctx.out.write(gateway_table.table(report, all_namespaces=ctx.args.all_namespaces))
 
 
 def _read_input(path: str, ctx: Context) -> str:

@@ -50,17 +50,17 @@ def _status(case: str, *args: str) -> tuple[str, str]:
 
 
 def test_so_keepalive_alone_shows_the_kernel_timers_and_says_so() -> None:
-    table, notes = _status("ingressgateway-8080-on-no-timers")
+    table, notes = _status("ingressgateway-8080-on-no-timers", "-o", "wide")
     (row,) = [line for line in table.splitlines() if " 8080 " in line]
     assert "on 7200s/75s/x9 (kernel defaults)" in row
     assert "unless the pod's sysctls differ" in notes
 
 
 def test_other_encodings_in_the_table_and_notes() -> None:
-    table, notes = _status("tcp-keepalive")
+    table, notes = _status("tcp-keepalive", "-o", "wide")
     assert "on 60s/10s/x3" in table and "on 45s/75s/x9 (kernel default interval, probes)" in table
     assert "socket_options last, so they win" in notes
-    table, notes = _status("additional-addresses")
+    table, notes = _status("additional-addresses", "-o", "wide")
     assert "on 60s/10s/x3 +2 addr" in table
     assert "additional address 127.0.0.3:8080: keepalive off" in notes
     assert "additional address 127.0.0.2:8443: keepalive on 200s/75s/x9" in notes

@@ -197,5 +197,5 @@ def test_sockets_accepted_before_the_change_are_told_apart(
     conns = [lst["connections"] for p in json.loads(out)["gateways"][0]["pods"]
              for lst in p["listeners"] if lst["port"] == 8080]
     assert conns == [{"established": 2, "keepalive": 1, "before_change": 1}] * 2
-    code, out, _ = run(fake, env, "status", "--sockets")
+    code, out, _ = run(fake, env, "status", "--sockets", "-o", "wide")
     assert "1/2 (1 before change)" in out

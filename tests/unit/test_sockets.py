@@ -32,5 +32,5 @@ def test_status_sockets_shows_kernel_timers_off_then_on(env: dict[str, str]) -> 
     assert conns() == [{"established": 1, "keepalive": 0}] * 4
     assert run(fake, env, "enable", "-y")[0] == 0
     assert conns() == [{"established": 1, "keepalive": 1}] * 4
-    code, out, _ = run(fake, env, "status", "--sockets")
+    code, out, _ = run(fake, env, "status", "--sockets", "-o", "wide")
     assert code == 0 and "CONNS(KA/ALL)" in out and " 1/1" in out
