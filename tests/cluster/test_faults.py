@@ -13,15 +13,22 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.cluster.conftest import MANAGED, Lab, labctl
+from tests.cluster.faultlab import (
+    COMPONENTS,
+    alive,
+    cluster_up,
+    component_pid,
+    control_plane_up,
+    eventually,
+    run_enable,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -31,78 +38,6 @@ FAST = ["--idle", "7s", "--interval", "5s", "--probes", "2"]
 ENABLE = ["enable", "-y", "-n", NAMESPACE, "-l", SELECTOR, *FAST]
 WANTED = [(1, 9, 1), (6, 4, 7), (6, 5, 5), (6, 6, 2)]
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-
-
-def cluster_dir() -> Path:
-    name = os.environ.get("KEEPALIVE_CLUSTER_NAME", "keepalive-lab")
-    return labctl.cache_dir() / "kwok" / "clusters" / name
-
-
-def component_pid(name: str) -> int:
-    return int((cluster_dir() / "pids" / f"{name}.pid").read_text().strip())
-
-
-def alive(pid: int, binary: str) -> bool:
-    try:
-        return binary in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (subprocess.SubprocessError, OSError, ValueError):
-            pass  # the API server or a process still coming back
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
-def control_plane_up(lab: Lab) -> bool:
-    """Every component's recorded process runs and the API server answers."""
-    if not all(alive(component_pid(c), c) for c in COMPONENTS):
-        return False
-    return lab.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
-
-
-def cluster_up(lab: Lab) -> None:
-    """`make cluster-up` on the running lab: restarts whatever died (istiod here)."""
-    subprocess.run(["bash", str(labctl.LAB_DIR / "cluster-up.sh")], env=lab.env(), check=True,
-                   capture_output=True, timeout=300)
-
-
-def run_enable(lab: Lab, args: list[str], marker: str,
-               fault: Callable[[], None]) -> subprocess.CompletedProcess[str]:
-    """`kubectl keepalive ARGS`; `fault` runs (in its own thread) when `marker` first shows on
-    stderr, so the fault lands in the wait that prints it."""
-    err: list[str] = []
-    out: list[str] = []
-    faults: list[threading.Thread] = []
-    with subprocess.Popen(["kubectl", "keepalive", *args], env=lab.env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL) as proc:
-        stdout, stderr = proc.stdout, proc.stderr
-        assert stdout is not None and stderr is not None
-        reader = threading.Thread(target=lambda: out.append(stdout.read()))
-        reader.start()
-        for line in stderr:
-            err.append(line)
-            if marker in line and not faults:
-                faults.append(threading.Thread(target=fault))
-                faults[0].start()
-        code = proc.wait(timeout=300)
-        reader.join()
-    for thread in faults:
-        thread.join()
-    assert faults, f"the fault never ran: {marker!r} not in\n{''.join(err)}"
-    return subprocess.CompletedProcess(args, code, "".join(out), "".join(err))
-
-
 def last_error(done: subprocess.CompletedProcess[str]) -> str:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: "), done.stderr
