@@ -299,3 +299,36 @@ def test_a_lock_never_released_is_an_error_naming_it(tmp_path: Path) -> None:
             kubeconfig_store.locked(path, wait=0.1):
         pass
     assert os.path.exists(path + ".lock")  # another writer's lock is left alone
+
+
+def test_a_read_only_kubeconfig_is_not_replaced(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename would replace a file its owner made read-only; kubectl's write in place
+    fails there. (The access check is replaced here: the tests may run as root.)"""
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG)
+    path.chmod(0o440)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not (
+        str(p) == str(path) and mode & os.W_OK) and real_access(p, mode))
+    with pytest.raises(ClusterError, match="not writable"):
+        kubeconfig_store.store(str(path), "u", {"id-token": "x"})
+    assert path.read_text() == KUBECONFIG
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config"]
+
+
+def test_a_read_only_kubeconfig_stops_before_the_refresh(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issuer is not asked (here it does not exist: asking would be another error), so
+    a rotated refresh token is never handed out only to be lost."""
+    config = {"client-id": "x", "idp-issuer-url": "https://127.0.0.1:1",
+              "id-token": jwt({"exp": 1}), "refresh-token": "refresh-token-value"}
+    path = tmp_path / "config"
+    _oidc_file(path, config)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not (
+        str(p) == str(path) and mode & os.W_OK) and real_access(p, mode))
+    provider = _provider({"auth-provider": {"name": "oidc", "config": config}}, tmp_path)
+    with pytest.raises(ClusterError, match="not writable"):
+        provider.bearer()
+    assert provider.refreshes == 0

@@ -62,6 +62,14 @@ def locked(path: str, wait: float = LOCK_WAIT) -> Iterator[None]:
             os.unlink(name)
 
 
+def check_writable(path: str) -> None:
+    """ClusterError unless `path` may be written: a read-only kubeconfig is the user's choice,
+    which replacing it by rename would go around (kubectl, writing in place, fails there)."""
+    if not os.access(os.path.realpath(path), os.W_OK):
+        raise ClusterError(f"kubeconfig {path} is not writable, so refreshed OIDC tokens "
+                           "could not be stored; nothing was refreshed")
+
+
 def _read_text(path: str) -> str:
     try:
         with open(path, "rb") as handle:
@@ -111,6 +119,7 @@ def store(path: str, user_name: str, values: Mapping[str, str]) -> bool:
     client-go). The caller holds the lock."""
     import yaml
 
+    check_writable(path)
     target = os.path.realpath(path)
     text = _read_text(target)
     try:

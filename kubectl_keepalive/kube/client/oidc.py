@@ -222,6 +222,8 @@ class OidcProvider:
                 self._adopt(stored)
                 token = self._config.get("id-token") or ""
                 if not (token and self._usable(token, quiet=True)):
+                    # Before the refresh: a token the issuer hands out must not be lost.
+                    kubeconfig_store.check_writable(self._origin)
                     token = self._refresh()
             return token, self._until(token)
 
