@@ -94,8 +94,8 @@ _CONNECTION_FLAGS: tuple[_Flag, ...] = (
     (("--tls-server-name",),
      {"metavar": "NAME", "help": "server name for the server's certificate check"}),
     (("--request-timeout",),
-     {"metavar": "DUR", "help": "per connect, send and receive of an API request: 0 (none), "
-                                "seconds, or 30s, 1m, 500ms"}),
+     {"metavar": "DUR", "help": "the whole of each API request (connect, proxy, TLS, answer): "
+                                "0 (none), seconds, or 30s, 1m, 500ms"}),
 )
 # Repeated flags append: on the top-level parser they go to a list of their own, which the
 # subcommand's copy would otherwise replace (validation joins the two).
@@ -325,11 +325,12 @@ def _guard(stream: IO[str] | None, quiet: bool = False) -> IO[str]:
 
 
 def _escaped(text: str) -> str:
-    """An error stays one line even when it quotes what the user typed: line breaks and other
-    control characters are shown escaped (`\\n`), as repr() shows them."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """An error stays one line even when it quotes what the user typed or a server said: line
+    breaks and other control characters are shown escaped (`\\n`), as repr() shows them, and
+    the whole line is bounded (the pieces from outside in it are cut where they are quoted)."""
+    from kubectl_keepalive.terminal import LINE_CUT, safe
+
+    return safe(text, LINE_CUT)
 
 
 def _one_line(text: str, limit: int = 300) -> str:
