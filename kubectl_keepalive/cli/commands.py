@@ -249,7 +249,8 @@ def cmd_diff(ctx: Context) -> int:
     elif output == "yaml":
         ctx.out.write(render.to_yaml(render.plan_document(plan)))
     else:
-        ctx.out.write(render.plan_text(plan, render.to_yaml))
+        verbose = (_get(args, "verbose") or 0) >= 1
+        ctx.out.write(render.plan_text(plan, render.to_yaml, verbose=verbose))
     return EXIT_CHANGES if plan.changes else EXIT_OK
 
 
@@ -366,7 +367,7 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
     args = ctx.args
     # The YAML diff is `diff`'s job; here it only shows with -v.
     verbose = (_get(args, "verbose") or 0) >= 1
-    ctx.err.write(render.plan_text(plan, render.to_yaml, with_yaml=verbose))
+    ctx.err.write(render.plan_text(plan, render.to_yaml, with_yaml=verbose, verbose=verbose))
     if not plan.changes:
         ctx.note("nothing to do: the live gateways already match")
         _print_filters(ctx, plan)
@@ -462,15 +463,11 @@ def _require_confirmation_possible(ctx: Context) -> None:
 
 def _confirm(ctx: Context, plan: app.Plan) -> bool:
     """Ask on the terminal (`_require_confirmation_possible` made sure there is one)."""
-    ports = sorted({c.port for g in plan.gateways for c in g.ports})
-    warning = (
-        "warning: applying this makes each gateway Envoy replace its listeners on port(s) "
-        f"{', '.join(map(str, ports)) or '-'}: requests in flight on them are cut when the "
-        "listener drain time runs out (Envoy >= 1.25; the times per port are above), and "
-        "rolling the gateway ends in-flight long requests too. Connections accepted before the "
-        "change never get keepalive. --when-quiet waits for a quiet moment first."
-    )
-    ctx.note(warning)
+    ports = ", ".join(str(p) for p in sorted({c.port for g in plan.gateways for c in g.ports}))
+    # Two short lines: Envoy replaces the listeners on these ports (requests in flight are cut
+    # when their drain time runs out, Envoy >= 1.25) and the rollout ends long requests too.
+    ctx.note(f"warning: requests in flight on port(s) {ports or '-'} are cut as said above;")
+    ctx.note("  connections opened before the change never get keepalive (--when-quiet waits)")
     if ctx.stdin is None or not _has_terminal(ctx.stdin):
         return False
     ctx.err.write("Continue? [y/N] ")

@@ -204,12 +204,13 @@ def _name(thing: Any) -> str:
     return f"{safe(thing.namespace)}/{safe(thing.name)}"
 
 
-def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
+def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True,
+              verbose: bool = False) -> str:
     """Readable diff per gateway and port, then a unified diff of the EnvoyFilter itself."""
     out: list[str] = []
     for gp in plan.gateways:
         gw = gp.gateway
-        out.append(f"gateway {_name(gw)} ({len(gw.pods)} pod(s))")
+        out.append(f"gateway {_name(gw)} ({_count(len(gw.pods), 'pod')})")
         name = safe(envoyfilter.managed_name(gw.name))
         verb = {"create": "will be created", "update": "will be updated",
                 "delete": "will be deleted", "none": "unchanged"}[gp.action]
@@ -218,7 +219,7 @@ def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True) -> str:
             listener = f" ({safe(change.listener_name)})" if change.listener_name else ""
             out.append(f"  port {change.port}{listener}: {safe(str(change.before))} -> "
                        f"{safe(str(change.after))}")
-        out.extend(_drain_lines(gp))
+        out.extend(_drain_lines(gp, verbose))
         if gp.rollout_incomplete:
             out.append(f"  rollout not complete: {safe(gp.rollout_incomplete, SENTENCE_CUT)}")
         if not gp.writes and not gp.live_matches:
@@ -253,31 +254,57 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def _drain_lines(gp: app.GatewayPlan) -> list[str]:
-    """Per port: what is in flight now, and when the push and the rollout cut it."""
+def _drain_lines(gp: app.GatewayPlan, verbose: bool = False) -> list[str]:
+    """What is in flight, said once per gateway and only as much as matters: nothing in flight
+    in a few words; otherwise the counts per port and when the push and the rollout cut them.
+    Where each timing came from: with -v (and always in `-o json`)."""
     drain = gp.drain
     if drain is None:
         return []
     out = []
     lower = "" if drain.counted else "at least "
+    busy = []
     for port in drain.ports:
         load = drain.load(port)
-        what = (f"{lower}{_count(load.connections, 'connection')}, "
-                f"{_count(load.requests, 'request')} in flight")
+        what = []
+        if load.requests:
+            what.append(_count(load.requests, "request"))
         if load.tcp_connections:
-            what += f", {_count(load.tcp_connections, 'passthrough connection')}"
-        cuts = []
-        if gp.writes and drain.drain is not None:
-            cuts.append(f"istiod's push will drain them within {drain.drain.seconds:g}s "
-                        f"({drain.drain.source})")
-        if gp.needs_restart and drain.pod_end is not None:
-            cuts.append(f"the rollout will end old pods {drain.pod_end.seconds:g}s after it "
-                        f"starts ({drain.pod_end.source})")
-        out.append(f"  port {port} now: {what}" + (f"; {', '.join(cuts)}" if cuts else ""))
-    out.extend(f"  in flight unknown on pod {safe(str(p.pod))}: {safe(p.error, SENTENCE_CUT)}"
+            what.append(_count(load.tcp_connections, "passthrough connection"))
+        if what:
+            busy.append(f"{' and '.join(what)} on port {port}")
+    cuts = []
+    if gp.writes and drain.drain is not None:
+        cuts.append(f"within {drain.drain.seconds:g}s by the push")
+    if gp.needs_restart and drain.pod_end is not None:
+        cuts.append(f"{drain.pod_end.seconds:g}s into the rollout")
+    if busy:
+        cut = f"; cut {', '.join(cuts)}" if cuts else ""
+        out.append(f"  in flight: {lower}{', '.join(busy)}{cut}")
+    else:
+        idle = sum(drain.load(port).connections for port in drain.ports)
+        out.append(f"  in flight: {'nothing counted' if lower else 'nothing'} "
+                   f"({_count(idle, 'idle connection')})")
+    out.extend(_fit(f"  in flight unknown on pod {safe(str(p.pod))}: {safe(p.error, WIDTH)}")
                for p in drain.pods if p.error)
-    out.extend(f"  note: {safe(note, SENTENCE_CUT)}" for note in drain.notes)
+    if verbose:
+        if gp.writes and drain.drain is not None:
+            out.append(f"  push drain {drain.drain.seconds:g}s: {safe(drain.drain.source)}")
+        if gp.needs_restart and drain.pod_end is not None:
+            out.append(f"  old pods end {drain.pod_end.seconds:g}s into the rollout: "
+                       f"{safe(drain.pod_end.source)}")
+    # A timing's input that could not be read, or was absent, matters without -v too.
+    for note in drain.notes:
+        line = f"  note: {safe(note, SENTENCE_CUT)}"
+        out.append(line if verbose else _fit(line))
     return out
+
+
+WIDTH = 100  # a terminal's columns: plan lines quoting the cluster are cut to fit
+
+
+def _fit(line: str) -> str:
+    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."
 
 
 def plan_document(plan: app.Plan) -> dict[str, Any]:

@@ -256,11 +256,12 @@ def _apply_one(
     if rolled is not None and deployment is not None:
         if restarted is not None:
             if _await_push(run, gp):
-                run.report(
-                    f"gateway {label}: istiod's push already made the change live on every "
-                    "pod (Envoy replaced the listeners in place; what was open on the old ones "
-                    "closes when their drain time runs out), so this rollout only ends "
-                    "connections accepted before the change: --no-restart skips it")
+                # Two short lines (a terminal's width): Envoy replaced the listeners in place,
+                # what was open on the old ones closes when their drain time runs out.
+                run.report(f"gateway {label}: istiod's push already made the change live on "
+                           "every pod")
+                run.report("  the rollout only ends connections accepted before the change "
+                           "(--no-restart skips it)")
             # One timestamp for every attempt: a patch that went through but whose answer was
             # lost, sent again, changes nothing and starts no second rollout.
             at = rollout.restarted_at(now())

@@ -90,7 +90,7 @@ def test_the_plan_reads_each_pod_once_and_asks_nothing_twice(
     fake.in_flight[BUSY] = 2
     code, out, err = run(fake, env, "diff")
     assert code == 1, err
-    assert "port 8080 now: 6 connections, 4 requests in flight" in out, out  # 2 pods
+    assert "in flight: 4 requests on port 8080; cut within" in out, out  # 2 pods
     # Two replicas: one read each, listeners and stats together; no rollout GET.
     assert fake.asked == {"read_admin_all config_dump stats": 2}, fake.asked
 
@@ -133,7 +133,7 @@ def test_when_quiet_then_applies(env: dict[str, str]) -> None:  # noqa: F811
     fake.quiet_after = 2  # what the plan read: busy; then quiet
     code, _out, err = run(fake, env, "enable", "-y", "--when-quiet=0")
     assert code == 0, err
-    assert "port 8080 now: 4 connections, 2 requests in flight" in err
+    assert "in flight: 2 requests on port 8080; cut within" in err
     assert "quiet: at most 0 request(s) in flight" in err
     assert [w[0] for w in fake.writes] == ["create", "restart"]
 
