@@ -97,6 +97,7 @@ def fill(value: Any, values: Mapping[str, str]) -> Any:
 
 
 def _write(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, (dict, list)):
         content = yaml.safe_dump(content, allow_unicode=True, sort_keys=False)
     path.write_text(content, encoding="utf-8")
