@@ -5,6 +5,10 @@ Reads the files a kubeconfig names (CA, client certificate and key) and decodes 
 request. Builds the one `ssl.SSLContext` that REST requests and websockets share (client
 certificates are loaded into it through short-lived 0600 temporary files, removed at once).
 Impersonation becomes headers here so that every request, websockets included, carries them.
+
+As kubectl: an http:// server (or one without a scheme, which is http) gets no credentials at
+all, only impersonation; a CA together with insecure-skip-tls-verify is refused on https; a
+server URL with user info is refused (Go would send it as Basic credentials, over http too).
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ fails is an error naming it: a request is never sent anonymously in its place. A
 kubeconfig); gcp, azure and unknown names are refused. Client certificates from the kubeconfig
 itself are TLS material and live in `connection`. This module starts processes and makes no
 request of its own.
+
+Precedence, measured against kubectl (tests/wire/test_kubectl_parity.py): a tokenFile wins over
+`token` and --token; a username/password or a client certificate keeps the exec plugin from
+running; a token beside a username/password is refused. Every header value is checked and
+encoded here or in `connection` (`header_value`), so REST and websockets send the same bytes.
 """
 
 from __future__ import annotations
