@@ -8,6 +8,7 @@ maps raised errors to `error:` lines and exit codes.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -71,6 +72,7 @@ def run(ctx: Context) -> int:
         "version": cmd_version,
         "completion": cmd_completion,
     }
+    max_answer_from(ctx.args)  # checked before anything is contacted
     return handlers[ctx.args.command](ctx)
 
 
@@ -119,6 +121,28 @@ def when_quiet_from(args: argparse.Namespace) -> int | None:
     return int(text)
 
 
+_SIZE = re.compile(r"([0-9]{1,15})(Ki|Mi|Gi)?")
+_SIZE_UNITS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+MAX_ANSWER_RANGE = (1 << 10, 64 << 30)
+
+
+def max_answer_from(args: argparse.Namespace) -> int | None:
+    """--max-answer-size: bytes, or a whole number with Ki, Mi or Gi; None: the defaults."""
+    value = _get(args, "max_answer_size")
+    if value is None:
+        return None
+    text = str(value).strip()
+    found = _SIZE.fullmatch(text)
+    if not text.isascii() or found is None:
+        raise UsageError(f"--max-answer-size {safe(text[:20])!r} is not a size: bytes, or a "
+                         "whole number with Ki, Mi or Gi (e.g. 512Mi)")
+    size = int(found[1]) * _SIZE_UNITS[found[2]]
+    low, high = MAX_ANSWER_RANGE
+    if not low <= size <= high:
+        raise UsageError(f"--max-answer-size {text} is out of range: 1Ki to 64Gi")
+    return size
+
+
 def _get(args: argparse.Namespace, name: str, default: Any = None) -> Any:
     return getattr(args, name, default)
 
@@ -149,7 +173,7 @@ def connect(ctx: Context, all_namespaces: bool = False) -> tuple[Any, app.Scope]
     else:
         from kubectl_keepalive.kube.api import KubeCluster
 
-        cluster = KubeCluster(resolved)
+        cluster = KubeCluster(resolved, max_answer=max_answer_from(args))
     if (_get(args, "verbose") or 0) >= 1:
         ctx.note(f"using {cluster.describe()}, namespace {namespace or '<all>'}")
     return cluster, scope_from(ctx, namespace)

@@ -96,6 +96,9 @@ _CONNECTION_FLAGS: tuple[_Flag, ...] = (
     (("--request-timeout",),
      {"metavar": "DUR", "help": "the whole of each API request (connect, proxy, TLS, answer): "
                                 "0 (none), seconds, or 30s, 1m, 500ms"}),
+    (("--max-answer-size",),
+     {"metavar": "SIZE", "help": "largest answer read, in bytes or with Ki, Mi, Gi (default: "
+                                 "64Mi from the API server, 256Mi from an Envoy admin read)"}),
 )
 # Repeated flags append: on the top-level parser they go to a list of their own, which the
 # subcommand's copy would otherwise replace (validation joins the two).

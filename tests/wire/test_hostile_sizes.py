@@ -5,6 +5,7 @@ websocket frame through port-forward, 32 MiB of exec stdout (the exec fallback).
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_one_32_mib_websocket_frame_is_read_whole(tmp_path: Path) -> None:
         return False
 
     with hostile_api(portforward=one_frame) as api:
-        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status", "-o", "wide")
     assert run.code == 0, run.text
     assert "0.0.0.0_8080" in run.stdout.decode()
     assert_clean(run, LONGEST_LINE)
@@ -132,14 +133,17 @@ def test_32_mib_of_exec_stdout_is_read_whole(tmp_path: Path) -> None:
         return False
 
     with hostile_api(portforward=forbidden, exec=dump_as_stdout) as api:
-        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status", "-o", "wide")
     assert run.code == 0, run.text
     assert "0.0.0.0_8080" in run.stdout.decode()
     assert_clean(run, LONGEST_LINE)
 
 
-def test_exec_stdout_past_the_bound_is_the_size_error(tmp_path: Path) -> None:
-    """Stdout in pieces that together pass the bound (lowered here to keep the test short)."""
+@pytest.mark.parametrize(("flags", "bound"), [((), "256 MiB"), (("--max-answer-size", "8Mi"),
+                                                                 "8 MiB")], ids=["default", "8Mi"])
+def test_exec_stdout_past_the_bound_is_the_size_error(tmp_path: Path, flags: tuple[str, ...],
+                                                      bound: str) -> None:
+    """Stdout in pieces that together pass the bound."""
     def forbidden(conn: Conn, _request: Request) -> bool:
         conn.send(json_answer(403, status_body(403, "pods/portforward is forbidden")))
         return True
@@ -150,6 +154,39 @@ def test_exec_stdout_past_the_bound_is_the_size_error(tmp_path: Path) -> None:
             conn.send(ws_binary(1, b" " * 0x100000))
 
     with hostile_api(portforward=forbidden, exec=endless_stdout) as api:
-        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status")
-    assert_size_error(run, "256 MiB")
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status", *flags)
+    assert_size_error(run, bound)
 
+
+
+def test_the_flag_raises_and_lowers_the_bound(tmp_path: Path) -> None:
+    """A 70 MiB pods list passes the 64 MiB default only with --max-answer-size raised; the
+    admin answer's bound follows the flag too."""
+    from tests.wire.hostile_api import a_list, gateway_pod
+
+    listed = json.dumps(a_list(gateway_pod())).encode()
+    big = listed + b" " * (70 * 1024 * 1024 - len(listed))
+
+    def pods(conn: Conn, _request: Request) -> bool:
+        conn.send(http_answer(200, big))
+        return True
+
+    with hostile_api(pods=pods) as api:
+        kubeconfig = write_kubeconfig(tmp_path, api.url)
+        refused = run_plugin(kubeconfig, "status")
+        raised = run_plugin(kubeconfig, "status", "-o", "wide", "--max-answer-size", "128Mi")
+        lowered = run_plugin(kubeconfig, "status", "--max-answer-size=1Mi")
+    assert_size_error(refused, "64 MiB")
+    assert raised.code == 0 and "0.0.0.0_8080" in raised.stdout.decode(), raised.text
+    assert lowered.code == 3 and "larger than 1 MiB" in lowered.text, lowered.text
+
+
+@pytest.mark.parametrize("value", ["ten", "10MB", "-1", "0", "65Gi", "1e9", "\x1b[2J"])
+def test_a_bad_size_is_a_usage_error_before_any_contact(tmp_path: Path, value: str) -> None:
+    with hostile_api() as api:
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status",
+                         "--max-answer-size", value)
+        assert api.seen == []
+    assert run.code == 2, run.text
+    assert run.stderr.decode().startswith("error: --max-answer-size")
+    assert_clean(run, LONGEST_LINE)
