@@ -198,3 +198,51 @@ def test_rest_escapes_segments_and_sends_impersonation(cluster: KubeCluster,
     assert cluster._transport.headers(Auth("Bearer t")) == [
         ("User-Agent", "kubectl-keepalive"), ("Authorization", "Bearer t"),
         ("Impersonate-User", "jane"), ("Impersonate-Group", "ops")]
+
+
+def test_an_admin_answer_past_the_bound_is_the_pods_size_error(
+        cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Announced (Content-Length 10^15) or seen while reading chunks: one error naming the
+    bound, before the first answer is kept."""
+    cluster.max_admin_answer = 1024
+    announced = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000000\r\n\r\n{"
+    use(cluster, monkeypatch, FakeSocket([data(0, announced, True)]))
+    with pytest.raises(ClusterError, match=r"gw/gateway-1 is larger than 1 KiB"):
+        cluster.read_admin(POD, "config_dump", 1.0)
+    chunk = b"400\r\n" + b" " * 1024 + b"\r\n"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    use(cluster, monkeypatch, FakeSocket([data(0, chunked, True), data(0, chunk),
+                                          data(0, chunk)]))
+    with pytest.raises(ClusterError, match=r"--max-answer-size"):
+        cluster.read_admin(POD, "config_dump", 1.0)
+
+
+def test_exec_stdout_is_joined_in_order_and_bounded(cluster: KubeCluster,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pieces = [data(1, bytes([i]) * 100) for i in range(50)]
+    success = data(3, json.dumps({"status": "Success"}).encode())
+    use(cluster, monkeypatch, FakeSocket([*pieces, data(2, b"\x1b[2J warn"), success]))
+    assert cluster.exec_proxy(POD, ["true"], 1.0) == b"".join(bytes([i]) * 100
+                                                              for i in range(50))
+    cluster.max_admin_answer = 4999
+    use(cluster, monkeypatch, FakeSocket([*pieces, success]))
+    with pytest.raises(ClusterError, match="larger than 4999 bytes"):
+        cluster.exec_proxy(POD, ["true"], 1.0)
+
+
+def test_stream_text_from_the_server_is_escaped_and_cut(cluster: KubeCluster,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    use(cluster, monkeypatch, FakeSocket([data(0, b"", True), data(1, b"", True),
+                                          data(1, b"\x1b[2J" + b"Z" * 100_000)]))
+    with pytest.raises(ClusterError) as caught:
+        cluster.read_admin(POD, "config_dump", 1.0)
+    assert "\\x1b[2J" in str(caught.value) and "\x1b" not in str(caught.value)
+    assert len(str(caught.value)) < 600
+    failed = {"status": "Failure", "reason": "NonZeroExitCode",
+              "details": {"causes": [{"reason": "ExitCode", "message": "2"}]}}
+    use(cluster, monkeypatch, FakeSocket([data(2, b"\x07bad\r\n" * 50_000),
+                                          data(3, json.dumps(failed).encode())]))
+    with pytest.raises(ClusterError) as caught:
+        cluster.exec_proxy(POD, ["ss"], 1.0)
+    assert "exited 2" in str(caught.value) and "\\x07bad" in str(caught.value)
+    assert "\x07" not in str(caught.value) and len(str(caught.value)) < 600

@@ -313,3 +313,46 @@ def test_close_after_the_servers_close_does_not_wait(
     ws.close(timeout=3)
     assert time.monotonic() - started < 1
     kept_open.set()
+
+
+def test_a_large_frame_after_small_ones_is_read_whole_and_in_order(
+        serve: Callable[[Script], tuple[Server, socket.socket]]) -> None:
+    """The reader's one buffer, taken from an offset and compacted as it goes: small frames,
+    one of 3 MiB, small ones again, all intact."""
+    big = bytes(range(256)) * (3 * 4096)
+    small = [bytes([i]) * (i * 997 % 70_000) for i in range(1, 40)]
+    frames = b"".join(frame(websock.OPCODE_BINARY, p) for p in small[:20]) + \
+        frame(websock.OPCODE_BINARY, big) + \
+        b"".join(frame(websock.OPCODE_BINARY, p) for p in small[20:])
+    script, done = held_open(lambda request: upgraded(request, frames))
+    _server, sock = serve(script)
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    ws.settimeout(10)
+    got = [ws.recv_data()[1] for _ in range(len(small) + 1)]
+    done.set()
+    assert got == [*small[:20], big, *small[20:]]
+    ws.shutdown()
+
+
+def test_a_frame_or_message_past_the_bound_is_refused_before_it_is_read(
+        serve: Callable[[Script], tuple[Server, socket.socket]]) -> None:
+    announced = struct.pack(">BBQ", 0x82, 127, 1 << 62)
+    script, done = held_open(lambda request: upgraded(request, announced))
+    _server, sock = serve(script)
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    ws.settimeout(5)
+    with pytest.raises(websock.MessageTooLarge):
+        ws.recv_data()
+    done.set()
+    ws.shutdown()
+    pieces = frame(websock.OPCODE_BINARY, b"x" * 600, final=False) + \
+        frame(websock.OPCODE_CONTINUATION, b"x" * 600)
+    script, done = held_open(lambda request: upgraded(request, pieces))
+    _server, sock = serve(script)
+    ws = websock.connect(sock, "h", "/", [], [], 5.0)
+    ws.max_message = 1000
+    ws.settimeout(5)
+    with pytest.raises(websock.MessageTooLarge):
+        ws.recv_data()
+    done.set()
+    ws.shutdown()

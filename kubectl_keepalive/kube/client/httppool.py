@@ -363,7 +363,7 @@ def read_bounded(response: http.client.HTTPResponse, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
-        piece = response.read(_READ_SIZE)
+        piece = response.read(min(_READ_SIZE, limit + 1 - size))  # one byte past: too large
         if not piece:
             return b"".join(parts)
         size += len(piece)
