@@ -78,7 +78,9 @@ def run(target: Target, hold_s: float, proxy: Proxy | None, settings: Settings,
 
     def result(outcome: str, detail: str, held: float, counter: tcpinfo.ProbeCounter | None,
                statuses: tuple[int, ...]) -> Result:
-        if proxy is not None:
+        if outcome == UNREACHABLE:
+            seen, note = None, ""  # nothing was held: nothing to count
+        elif proxy is not None:
             seen, note = None, PROXY_HIDES
         elif counter is None:
             seen, note = None, CANNOT_TELL

@@ -211,7 +211,7 @@ def _plan_front(namespace: str, gateway: str, front: FrontPort, dump: dict[str, 
     out = []
     for address in ingress_addresses(by_name[(namespace, front.service or "")]):
         target = targets.for_address(scheme, address, int(front.port or front.target_port),
-                                     request.host, f"{namespace}/{gateway} {what}",
+                                     request.host, f"{namespace}/{front.service}:{front.port}",
                                      front.target_port)
         out.append(Planned(target, holds, proxyenv.choose(scheme, address, env), source))
     return out
