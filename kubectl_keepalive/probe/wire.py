@@ -225,7 +225,8 @@ def open_connection(target: Target, proxy: Proxy | None, context: ssl.SSLContext
         return Connection(raw, raw)
     try:
         raw.settimeout(max(0.001, deadline - time.monotonic()))
-        stream = context.wrap_socket(raw, server_hostname=target.server_name,
+        # An address is checked against the certificate's IP names and sent as no SNI.
+        stream = context.wrap_socket(raw, server_hostname=target.server_name or target.host,
                                      do_handshake_on_connect=True)
     except ssl.SSLCertVerificationError as exc:
         raw.close()

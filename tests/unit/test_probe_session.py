@@ -156,3 +156,12 @@ def test_the_probes_own_socket_has_keepalive_off() -> None:
             assert conn.raw.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
         finally:
             conn.close()
+
+
+def test_an_address_without_a_host_is_checked_against_the_certificate(
+        pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.crt"))
+    with HoldServer("answer", tls=_tls_server(pki, require_sni=False)) as server:
+        result = probe(f"https://127.0.0.1:{server.port}/")  # no SNI; the name is not the IP
+    assert result.outcome == "unreachable"
+    assert "certificate" in result.detail and "--insecure-skip-tls-verify" in result.detail
