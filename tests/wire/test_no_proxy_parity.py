@@ -1,10 +1,12 @@
-"""HTTPS_PROXY / HTTP_PROXY / NO_PROXY as kubectl reads them, edge case by edge case.
+"""HTTPS_PROXY / HTTP_PROXY / NO_PROXY and proxy credentials as kubectl uses them.
 
 kubectl and the plugin run inside a network namespace the test makes, where only loopback is
 up: Debian's tinyproxy listens there and refuses every CONNECT (ConnectPort 1), and a direct
 connection to any other address fails at once (no route), so nothing leaves the namespace and no
 case waits. Whether each tool went through the proxy is read from tinyproxy's log: for every
-case, the plugin must go through the proxy exactly when kubectl does. kubectl is the oracle.
+case, the plugin must go through the proxy exactly when kubectl does. A second tinyproxy asks
+for Basic credentials: the plugin's proxy credentials (proxy-url or HTTPS_PROXY user info,
+percent-encoded too) must be accepted or refused as kubectl's are. kubectl is the oracle.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.wire.differential import KUBECTL
 pytestmark = [pytest.mark.wire, pytest.mark.netns]
 
 PROXY = "http://127.0.0.1:3128"
+PROXY_PASSWORD = "secret-proxy-pw"
 # (server, NO_PROXY): addresses in no route of the namespace, names under .test (RFC 6761).
 CASES = [
     ("https://10.1.2.3:6443", ""),
@@ -79,28 +82,31 @@ class ProxyNamespace:
         self.name = f"kkw-{os.getpid()}-proxy"
         self.folder = folder
         self.log = folder / "tinyproxy.log"
-        self._proxy: subprocess.Popen[bytes] | None = None
+        self._proxies: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> ProxyNamespace:
         subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=30)
         self.exec(["ip", "link", "set", "lo", "up"], check=True)
-        conf = self.folder / "tinyproxy.conf"
-        conf.write_text(f'Port 3128\nListen 127.0.0.1\nTimeout 5\nLogFile "{self.log}"\n'
-                        "LogLevel Connect\nMaxClients 20\nConnectPort 1\n")
-        self._proxy = subprocess.Popen(["ip", "netns", "exec", self.name, "tinyproxy", "-d",
-                                        "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while "Connect" not in self.probe():
-            if time.monotonic() > deadline:
-                raise RuntimeError("tinyproxy did not start in the namespace")
-            time.sleep(0.05)
+        # 3128 open to all; 3129 asks for Basic credentials (jane, PROXY_PASSWORD). One log.
+        for port, extra in ((3128, ""), (3129, f"BasicAuth jane {PROXY_PASSWORD}\n")):
+            conf = self.folder / f"tinyproxy-{port}.conf"
+            conf.write_text(f'Port {port}\nListen 127.0.0.1\nTimeout 5\nLogFile "{self.log}"\n'
+                            f"LogLevel Info\nMaxClients 20\nConnectPort 1\n{extra}")
+            self._proxies.append(subprocess.Popen(
+                ["ip", "netns", "exec", self.name, "tinyproxy", "-d", "-c", str(conf)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            deadline = time.monotonic() + 10
+            while "Connect (file descriptor" not in self.probe(port):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"tinyproxy did not start on {port} in the namespace")
+                time.sleep(0.05)
+            self.log.write_bytes(b"")
         return self
 
-    def probe(self) -> str:
-        """Connect once to the proxy (loopback of the namespace), so its log says it runs."""
+    def probe(self, port: int) -> str:
+        """Connect once to a proxy (loopback of the namespace), so the log says it runs."""
         self.exec([sys.executable, "-c", "import socket; socket.create_connection("
-                   "('127.0.0.1', 3128), 1).close()"])
+                   f"('127.0.0.1', {port}), 1).close()"])
         return self.log.read_bytes().decode("utf-8", "replace") if self.log.exists() else ""
 
     def exec(self, command: list[str], check: bool = False,
@@ -109,13 +115,13 @@ class ProxyNamespace:
                               capture_output=True, timeout=60, check=check)
 
     def stop(self) -> None:
-        if self._proxy is not None:
-            os.kill(self._proxy.pid, signal.SIGTERM)
+        for proxy in self._proxies:
+            os.kill(proxy.pid, signal.SIGTERM)
             try:
-                self._proxy.wait(10)
+                proxy.wait(10)
             except subprocess.TimeoutExpired:
-                os.kill(self._proxy.pid, signal.SIGKILL)
-                self._proxy.wait(10)
+                os.kill(proxy.pid, signal.SIGKILL)
+                proxy.wait(10)
         subprocess.run(["ip", "netns", "del", self.name], timeout=30, check=False)
 
     def proxied(self, command: list[str], env: dict[str, str]) -> tuple[list[str], str]:
@@ -125,6 +131,9 @@ class ProxyNamespace:
         text = self.log.read_bytes()[before:].decode("utf-8", "replace")
         asked = [line.partition("): ")[2] for line in text.splitlines()
                  if "Request (file descriptor" in line]
+        # tinyproxy checks the port only once it has accepted the credentials
+        asked += [line.partition("]: ")[2] for line in text.splitlines()
+                  if "Refused CONNECT method" in line]
         return asked, done.stderr.decode(errors="replace")
 
 
@@ -161,3 +170,47 @@ def test_the_plugin_uses_the_proxy_when_kubectl_does(
     assert bool(plugin) == bool(kubectl), (
         f"kubectl asked the proxy for {kubectl}, the plugin for {plugin}\n"
         f"kubectl: {kubectl_err[-600:]}\nplugin: {plugin_err[-600:]}")
+
+
+# proxy-url or HTTPS_PROXY naming the proxy that asks for jane's password.
+AUTH_CASES = [
+    ("proxy-url", f"http://jane:{PROXY_PASSWORD}@127.0.0.1:3129"),
+    ("proxy-url", "http://jane:wrong@127.0.0.1:3129"),
+    ("proxy-url", "http://127.0.0.1:3129"),
+    ("proxy-url", "http://jane@127.0.0.1:3129"),
+    ("proxy-url", "http://jane:secret%2Dproxy%2Dpw@127.0.0.1:3129"),
+    ("HTTPS_PROXY", f"http://jane:{PROXY_PASSWORD}@127.0.0.1:3129"),
+    ("HTTPS_PROXY", f"jane:{PROXY_PASSWORD}@127.0.0.1:3129"),
+]
+
+
+@pytest.mark.parametrize(("where", "proxy"), AUTH_CASES,
+                         ids=[f"{w}|{p}" for w, p in AUTH_CASES])
+def test_the_plugin_authenticates_to_the_proxy_as_kubectl_does(
+        where: str, proxy: str, proxy_namespace: ProxyNamespace, tmp_path: Path) -> None:
+    cluster: dict[str, object] = {"server": "https://10.1.2.3:6443",
+                                  "insecure-skip-tls-verify": True}
+    if where == "proxy-url":
+        cluster["proxy-url"] = proxy
+    config = tmp_path / "config"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": cluster}],
+        "users": [{"name": "u", "user": {"token": "secret-token"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))
+    (tmp_path / "home").mkdir()
+    env = {"HOME": str(tmp_path / "home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if where == "HTTPS_PROXY":
+        env["HTTPS_PROXY"] = proxy
+    flags = ["--kubeconfig", str(config), "--request-timeout", "5s"]
+    kubectl, kubectl_err = proxy_namespace.proxied(
+        [str(KUBECTL), *flags, "get", "--raw", "/api/v1/namespaces/x/pods"], env)
+    plugin, plugin_err = proxy_namespace.proxied(
+        [sys.executable, "-m", "kubectl_keepalive", *flags, "-n", "x", "status"], env)
+    # Both asked the proxy; whether it took the credentials shows in its "Refused" line.
+    assert kubectl and plugin, (kubectl_err, plugin_err)
+    assert plugin == kubectl, (
+        f"kubectl's proxy log {kubectl}, the plugin's {plugin}\n"
+        f"kubectl: {kubectl_err[-600:]}\nplugin: {plugin_err[-600:]}")
+    assert PROXY_PASSWORD not in plugin_err
