@@ -218,19 +218,52 @@ def cmd_status(ctx: Context) -> int:
 
 
 def _print_status(ctx: Context, report: app.StatusReport) -> None:
-    from kubectl_keepalive.cli import render
+    from kubectl_keepalive.cli import columns, gateway_table, jsonpath, render
+    from kubectl_keepalive.usecases import app
 
-    output = ctx.args.output
-    if output == "json":
-        ctx.out.write(render.to_json(render.status_document(report)))
-    elif output == "yaml":
-        ctx.out.write(render.to_yaml(render.status_document(report)))
-    elif output == "wide":
-        ctx.out.write(render.status_table(report, wide=True))
-    else:
-        from kubectl_keepalive.cli import gateway_table
+    args = ctx.args
+    output = args.output
+    try:
+        document = render.status_document(report)
+        if _get(args, "sort_by"):
+            items = document["gateways"]
+            position = {id(item): i for i, item in enumerate(items)}
+            items = columns.sort_items(items, args.sort_by)
+            document["gateways"] = items
+            report = app.StatusReport(tuple(report.gateways[position[id(it)]] for it in items),
+                                      report.notices)
+        if output == "json":
+            ctx.out.write(render.to_json(document))
+        elif output == "yaml":
+            ctx.out.write(render.to_yaml(document))
+        elif output == "name":
+            for gw in report.gateways:
+                if gw.gateway.name:
+                    ctx.out.write(f"{safe(gw.gateway.namespace)}/{safe(gw.gateway.name)}\n")
+        elif output.startswith(("jsonpath=", "jsonpath-file=")):
+            allow = _get(args, "allow_missing_template_keys", "true") == "true"
+            ctx.out.write(jsonpath.execute(_template(output, ctx), document, allow))
+        elif output.startswith("custom-columns="):
+            ctx.out.write(columns.custom_columns(output.partition("=")[2], document["gateways"],
+                                                 _get(args, "no_headers", False)))
+        elif output == "wide":
+            ctx.out.write(render.status_table(report, wide=True,
+                                              no_headers=_get(args, "no_headers", False)))
+        else:
+            ctx.out.write(gateway_table.table(report, all_namespaces=args.all_namespaces,
+                                              no_headers=_get(args, "no_headers", False)))
+    except jsonpath.JSONPathError as exc:
+        raise UsageError(str(exc)) from None
 
-        ctx.out.write(gateway_table.table(report, all_namespaces=ctx.args.all_namespaces))
+
+def _template(output: str, ctx: Context) -> str:
+    """-o jsonpath=TEMPLATE, or the template read from -o jsonpath-file=FILE."""
+    kind, _, value = output.partition("=")
+    if kind == "jsonpath":
+        if not value:
+            raise UsageError("template format specified but no template given")
+        return value
+    return _read_input(value, ctx)
 
 
 def _read_input(path: str, ctx: Context) -> str:

@@ -46,6 +46,20 @@ rolls the gateway, and checks in each pod's Envoy that the options are live.
 KubeFactory = Callable[[Any], Any]
 
 
+class OutputFormats(list):  # type: ignore[type-arg]
+    """status's -o: the plain formats (listed for completion) and kubectl's FORMAT=VALUE ones."""
+
+    PLAIN = ("table", "wide", "json", "yaml", "name")
+    WITH_VALUE = ("jsonpath=", "jsonpath-file=", "custom-columns=")
+
+    def __init__(self) -> None:
+        super().__init__(self.PLAIN + self.WITH_VALUE)
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and (
+            value in self.PLAIN or value.startswith(self.WITH_VALUE))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage and exiting: one `error:` line only."""
 
@@ -206,8 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub("status", "show keepalive on every gateway pod's live listeners")
     status.add_argument("-A", "--all-namespaces", action="store_true",
                         help="look in every namespace")
-    status.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"],
-                        default="table")
+    status.add_argument("-o", "--output", choices=OutputFormats(), default="table",
+                        metavar="FORMAT",
+                        help="table (default), wide, json, yaml, name, jsonpath=TEMPLATE, "
+                             "jsonpath-file=FILE or custom-columns=SPEC, as kubectl's")
+    status.add_argument("--no-headers", action="store_true",
+                        help="tables and custom columns without their header (and -A's summary)")
+    status.add_argument("--sort-by", metavar="FIELD",
+                        help="sort the gateways by this JSONPath field of the -o json document's "
+                             "gateways, e.g. .name or '{.pods[0].name}'")
+    status.add_argument("--allow-missing-template-keys", default="true",
+                        choices=["true", "false"],
+                        help="-o jsonpath: ignore a missing field (default true, as kubectl)")
     status.add_argument("--from-file", metavar="FILE",
                         help="read an Envoy config_dump or `istioctl proxy-config listener -o "
                              "json` output instead of a cluster ('-' for stdin)")

@@ -106,7 +106,7 @@ def _keepalive_cell(lst: Listener) -> str:
     return text + " DUP" if keepalive.duplicated else text
 
 
-def status_table(report: app.StatusReport, wide: bool) -> str:
+def status_table(report: app.StatusReport, wide: bool, no_headers: bool = False) -> str:
     header = ["NAMESPACE", "GATEWAY", "POD", "LISTENER", "PORT", "PROTO", "STATE", "KEEPALIVE",
               "SYNC"]
     with_sockets = any(p.connections is not None or p.sockets_error
@@ -152,7 +152,7 @@ def status_table(report: app.StatusReport, wide: bool) -> str:
     rows = [[safe(cell, limit) for cell, limit in zip(row, limits)] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["   ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
-             for r in rows]
+             for r in rows[1 if no_headers else 0:]]
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,7 @@ def test_subcommands_flags_and_values() -> None:
         ["istio-system", "istio-ingress"], 4)
     assert complete(["status", "--context", "p"], parser, fake_kubectl) == (["prod"], 4)
     assert complete(["status", "-o", ""], parser, fake_kubectl)[0] == [
-        "table", "wide", "json", "yaml"]
+        "table", "wide", "json", "yaml", "name", "jsonpath=", "jsonpath-file=", "custom-columns="]
     assert complete(["status", "--from-file", ""], parser, fake_kubectl) == ([], 0)
 
 
