@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint unit unit-oldest test demo dist bench bench-fleet bench-startup bench-compare cluster-up cluster-down clean
+.PHONY: help venv lint unit unit-oldest test demo dist bench bench-fleet bench-startup bench-compare soak cluster-up cluster-down clean
 
 help:
 	@echo "make demo   the incident replayed on the lab: a long request cut, enable, saved"
@@ -14,6 +14,7 @@ help:
 	@echo "make unit   the pure tier only (fast, no real components); unit-oldest: under python 3.9"
 	@echo "make bench  run the benchmarks and print their tables (bench-fleet, bench-startup: lab)"
 	@echo "make bench-compare REV=...   the work tree against a revision, one-pod commands, lab"
+	@echo "make soak SEED=... STEPS=... a long seeded soak of commands and faults on the lab"
 	@echo "make dist   the krew archive dist/kubectl-keepalive.tar.gz, plugin.yaml, krew-manifest.yaml"
 	@echo "make cluster-up / cluster-down   the lab Kubernetes cluster (prints its kubeconfig)"
 
@@ -80,6 +81,15 @@ bench-startup: venv
 REV ?= HEAD
 bench-compare: venv
 	$(LAB_RUN) '$(PY) benchmarks/compare.py --kubeconfig "$$(bash lab/cluster-up.sh)" $(REV)'
+
+# A long soak on the lab: a seeded plan of commands and faults, checked after every step
+# (tests/soak). `make soak SEED=7 STEPS=40`; FIRST=K replays the plan's first K steps.
+SEED ?= 1
+STEPS ?= 40
+FIRST ?= $(STEPS)
+soak: venv
+	$(LAB_RUN) '$(PY) -m tests.soak --seed $(SEED) --steps $(STEPS) --first $(FIRST) \
+	  --kubeconfig "$$(bash lab/cluster-up.sh)"'
 
 clean:
 	rm -rf $(VENV) .venv-oldest build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

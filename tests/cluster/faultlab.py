@@ -68,12 +68,11 @@ def cluster_up(lab: Lab) -> None:
 
 
 def start_lab_processes(lab: Lab) -> None:
-    """`labctl.py start`: the lab's processes that are not running (istiod after a kill) start
-    again, and nothing else is touched (cluster-up.sh would also seed the gateways again, which
-    undoes a scale)."""
-    subprocess.run(["python3", str(labctl.LAB_DIR / "labctl.py"), "start", "--kubeconfig",
-                    lab.kubeconfig], env=lab.env(), check=True, capture_output=True,
-                   timeout=300)
+    """lab/start-processes.sh: the lab's processes that are not running (istiod after a kill)
+    start again, and nothing else is touched (cluster-up.sh would also seed the gateways again,
+    which undoes a scale)."""
+    subprocess.run(["bash", str(labctl.LAB_DIR / "start-processes.sh")], env=lab.env(),
+                   check=True, capture_output=True, timeout=300)
 
 
 def istiod_up(revision: str) -> bool:
