@@ -118,8 +118,9 @@ def prepare(shape: Shape, server: RecordingApiServer, pki: Pki, folder: Path
     if shape.config is not None:
         _write(folder / "config", fill(shape.config, values))
         flags = ["--kubeconfig", str(folder / "config"), *flags]
+    # PYTHONPATH: the plugin of this tree, also from an interpreter it is not installed in.
     env = {"HOME": str(folder / "home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "LANG": "C.UTF-8", **fill(dict(shape.env), values)}
+           "LANG": "C.UTF-8", "PYTHONPATH": str(REPO), **fill(dict(shape.env), values)}
     return flags, env, values
 
 
