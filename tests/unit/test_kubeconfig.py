@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -252,3 +253,35 @@ def test_libyaml_only_where_it_bounds_nesting() -> None:
     assert _safe_loader(fake("6.0.4")) == "C"
     assert _safe_loader(fake("6.1.0")) == "C"
     assert _safe_loader(fake("6.0.4", libyaml=False)) == "Python"
+
+
+@pytest.mark.parametrize("section", ["contexts", "clusters", "users"])
+def test_two_entries_of_one_name_refuse_the_file_without_printing_them(
+        tmp_path: Path, section: str) -> None:
+    config: dict[str, Any] = {
+        "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://k:6443"}}],
+        "users": [{"name": "u", "user": {"token": "secret-one"}}],
+    }
+    first = config[section][0]
+    config[section] = [first, {**first, "name": first["name"]}]
+    config["users"][-1] = {"name": "u", "user": {"token": "secret-two"}}
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(UsageError) as caught:
+        resolve(str(path), None, None, {})
+    assert f"{section}[1].name" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_as_user_extra_must_map_names_to_lists_of_strings(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({
+        "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://k:6443"}}],
+        "users": [{"name": "u", "user": {"as": "jane", "as-user-extra": {"scopes": "view"}}}],
+    }))
+    with pytest.raises(UsageError, match=r"users\[0\]\.user\.as-user-extra"):
+        resolve(str(path), None, None, {})
