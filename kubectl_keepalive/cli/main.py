@@ -200,10 +200,12 @@ _ADMIN_TIMEOUT: tuple[_Flag, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kubectl_keepalive.cli import examples
+
     parser = _Parser(
         prog="kubectl keepalive",
         allow_abbrev=False,  # as kubectl: `--idl` is not `--idle`
-        description=DESCRIPTION,
+        description=DESCRIPTION.rstrip("\n") + examples.section(examples.PLUGIN),
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -211,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def sub(name: str, help_text: str) -> argparse.ArgumentParser:
-        sp = subs.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+        # As kubectl's help: what it does, then examples, then the flags.
+        shown = examples.COMMANDS.get(name)
+        description = help_text + (examples.section(shown) if shown else "")
+        sp = subs.add_parser(name, help=help_text, description=description,
+                             epilog=EXIT_CODES_HELP,
                              formatter_class=argparse.RawDescriptionHelpFormatter,
                              allow_abbrev=False)
         _globals(sp, suppress=True)
