@@ -20,6 +20,7 @@ from tests.wire.hostile_api import (
     hostile_api,
     http_answer,
     json_answer,
+    read_client_frame,
     run_plugin,
     serve_exec,
     serve_port_forward,
@@ -190,3 +191,22 @@ def test_a_bad_size_is_a_usage_error_before_any_contact(tmp_path: Path, value: s
     assert run.code == 2, run.text
     assert run.stderr.decode().startswith("error: --max-answer-size")
     assert_clean(run, LONGEST_LINE)
+
+
+def test_an_endless_chunked_admin_answer_is_the_size_error(tmp_path: Path) -> None:
+    """Behind the port-forward, Envoy's answer never ends: the bound (lowered to 8 MiB here)
+    stops it, not the memory."""
+    def endless_admin(conn: Conn, request: Request) -> bool:
+        accept_upgrade(conn, request)
+        port = struct.pack("<H", 15000)
+        conn.send(ws_binary(0, port) + ws_binary(1, port))
+        read_client_frame(conn)  # the admin GET
+        conn.send(ws_binary(0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))
+        chunk = ws_binary(0, b"100000\r\n" + b" " * 0x100000 + b"\r\n")
+        while True:
+            conn.send(chunk)
+
+    with hostile_api(portforward=endless_admin) as api:
+        run = run_plugin(write_kubeconfig(tmp_path, api.url), "status",
+                         "--max-answer-size", "8Mi")
+    assert_size_error(run, "8 MiB")
