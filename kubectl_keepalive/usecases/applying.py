@@ -10,13 +10,14 @@ import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from kubectl_keepalive.envoy import sockopts
 from kubectl_keepalive.errors import (
     AlreadyExists,
     ClusterError,
     ConflictError,
+    ForbiddenError,
     KeepaliveError,
     UnavailableError,
     VerificationError,
@@ -242,8 +243,7 @@ def _apply_one(
     elif gp.action == "update" and gp.wanted is not None and gp.current is not None:
         _update(cluster, gp.current, gp.wanted, dry_run)
     elif gp.action == "delete" and gp.current is not None:
-        version = str((gp.current.get("metadata") or {}).get("resourceVersion", ""))
-        cluster.delete_envoyfilter(gw.namespace, _name(gp.current), version, dry_run)
+        _delete(cluster, gp.current, dry_run)
     if written is not None:
         result.mark(written)
     if dry_run:
@@ -303,12 +303,60 @@ def _update(cluster: Cluster, current: dict[str, Any], wanted: dict[str, Any],
             f"envoyfilter {_ns(current)}/{_name(current)} exists but is not managed by "
             "kubectl-keepalive; refusing to overwrite it"
         )
-    version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+    version = _version(current)
     operations = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
     operations += jsonpatch.make_patch(
         envoyfilter.comparable(current), envoyfilter.comparable(wanted)
     ).patch
-    cluster.patch_envoyfilter(_ns(current), _name(current), operations, dry_run)
+    try:
+        cluster.patch_envoyfilter(_ns(current), _name(current), operations, dry_run)
+    except ClusterError as exc:
+        # The resourceVersion test fails (422) when another writer came first: name it.
+        now = _if_raced(cluster, exc, current)
+        if now is not False:
+            raise _lost_race(current, now, "update", (
+                f"replaces those settings with this run's ({_settings_text(wanted)})"
+                if now is not None else "creates it again with this run's settings")) from None
+        raise
+
+
+def _delete(cluster: Cluster, current: dict[str, Any], dry_run: bool) -> None:
+    try:
+        cluster.delete_envoyfilter(_ns(current), _name(current), _version(current), dry_run)
+    except ClusterError as exc:
+        # The resourceVersion precondition fails (409) when another writer came first.
+        now = _if_raced(cluster, exc, current)
+        if now is None:
+            return  # another disable deleted it first: what this run wanted is done
+        if now is not False:
+            raise _lost_race(current, now, "delete", "deletes it again") from None
+        raise
+
+
+def _if_raced(cluster: Cluster, exc: ClusterError, read: dict[str, Any],
+              ) -> dict[str, Any] | Literal[False] | None:
+    """After a refused write: the filter as it is now (None: deleted) when another writer
+    changed it since this run read it, else False (the error is not a lost race)."""
+    if isinstance(exc, (UnavailableError, ForbiddenError)):
+        return False
+    try:
+        now = cluster.get_envoyfilter(_ns(read), _name(read))
+    except KeepaliveError:
+        return False
+    return False if now is not None and _version(now) == _version(read) else now
+
+
+def _lost_race(read: dict[str, Any], now: dict[str, Any] | None, verb: str,
+               rerun: str) -> LostRace:
+    what = (f"changed by another writer ({_writer(now)}; it now sets {_settings_text(now)})"
+            if now is not None else "deleted by another writer (a disable?)")
+    return LostRace(f"envoyfilter {_ns(read)}/{_name(read)} was {what} before this run's "
+                    f"{verb}; re-running this command {rerun}: run the command whose settings "
+                    "you mean to keep")
+
+
+def _version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def _name(obj: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive.errors import EXIT_CLUSTER
+from kubectl_keepalive.errors import EXIT_CLUSTER, ClusterError
+from kubectl_keepalive.model import KeepaliveSettings
 from kubectl_keepalive.usecases import app, applying
 from tests.support.clock import FakeClock
 from tests.unit.fake_cluster import FakeCluster
@@ -114,3 +115,81 @@ def test_disable_under_no_restart_sees_the_filter_created_again() -> None:
             in message)
     assert "re-running this command deletes it again" in message
     assert clock.now - started < 5
+
+
+class WriteRacer(FakeCluster):
+    """Another writer comes between this run's read and its write: the API server then refuses
+    the write (the patch's resourceVersion test: 422; the delete's precondition: 409)."""
+
+    def __init__(self, other: str | None) -> None:
+        super().__init__(ingress())
+        self.other = other  # "update", "delete", or None: refused for another reason
+
+    def _other_writes(self) -> None:
+        if self.other == "delete":
+            del self.filters[KEY]
+        elif self.other == "update":
+            body = self.filters[KEY]
+            for patch in body["spec"]["configPatches"]:
+                for option in patch["patch"]["value"]["socket_options"]:
+                    if option["name"] == 4:
+                        option["int_value"] = 30
+            body["metadata"]["managedFields"] = [
+                {"manager": "kubectl-edit", "operation": "Update", "time": STAMP}]
+            self.add_filter(body)
+
+    def patch_envoyfilter(self, namespace: str, name: str, operations: list[dict[str, Any]],
+                          dry_run: bool) -> dict[str, Any]:
+        self._other_writes()
+        raise ClusterError(f"patch envoyfilters.networking.istio.io in namespace {namespace} "
+                           "failed: 422 the server rejected our request")
+
+    def delete_envoyfilter(self, namespace: str, name: str, resource_version: str,
+                           dry_run: bool) -> None:
+        self._other_writes()
+        raise ClusterError(f"delete envoyfilters.networking.istio.io in namespace {namespace} "
+                           "failed: 409 Conflict")
+
+
+def enabled(other: str | None) -> tuple[WriteRacer, FakeClock]:
+    fake, clock = WriteRacer(other), FakeClock()
+    apply(fake, app.plan_enable(fake, SCOPE, SETTINGS, None, clock, clock.sleep), clock)
+    return fake, clock
+
+
+@pytest.mark.parametrize(("other", "says", "rerun"), [
+    ("update", "was changed by another writer (field manager kubectl-edit at "
+               f"{STAMP}; it now sets on idle=30s interval=5s probes=2 on port(s) 8080, 8443) "
+               "before this run's update",
+     "replaces those settings with this run's (on idle=8s interval=5s probes=2 on port(s) "
+     "8080, 8443)"),
+    ("delete", "was deleted by another writer (a disable?) before this run's update",
+     "creates it again with this run's settings")])
+def test_an_update_refused_because_another_writer_came_first_is_named(
+        other: str, says: str, rerun: str) -> None:
+    fake, clock = enabled(other)
+    plan = app.plan_enable(fake, SCOPE, KeepaliveSettings(8, 5, 2), None, clock, clock.sleep)
+    with pytest.raises(applying.LostRace) as caught:
+        apply(fake, plan, clock)
+    assert caught.value.exit_code == EXIT_CLUSTER
+    assert says in str(caught.value) and f"re-running this command {rerun}" in str(caught.value)
+
+
+def test_a_delete_refused_because_of_an_update_is_named_and_one_after_a_delete_is_done(
+        ) -> None:
+    fake, clock = enabled("update")
+    plan = app.plan_disable(fake, SCOPE, clock, clock.sleep)
+    with pytest.raises(applying.LostRace, match="before this run's delete; re-running this "
+                       "command deletes it again"):
+        apply(fake, plan, clock)
+    fake, clock = enabled("delete")
+    apply(fake, app.plan_disable(fake, SCOPE, clock, clock.sleep), clock)  # nothing to raise
+    assert KEY not in fake.filters
+
+
+def test_a_write_refused_for_another_reason_is_raised_as_it_came() -> None:
+    fake, clock = enabled(None)
+    plan = app.plan_enable(fake, SCOPE, KeepaliveSettings(8, 5, 2), None, clock, clock.sleep)
+    with pytest.raises(ClusterError, match="failed: 422") as caught:
+        apply(fake, plan, clock)
+    assert not isinstance(caught.value, applying.LostRace)
