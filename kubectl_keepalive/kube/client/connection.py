@@ -111,6 +111,16 @@ def _server(value: str, origin: str, where: str) -> str:
         raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r} carries a user name "
                          "in the URL, which kubectl-keepalive never sends: set the user's "
                          "username and password instead")
+    if not parts.hostname.isascii():
+        # As Go: an internationalized name goes out in IDNA (punycode) form everywhere: DNS,
+        # CONNECT, Host, SNI and the NO_PROXY match.
+        try:
+            host = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r}: not a valid "
+                             "host name") from None
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+        value = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     return value.rstrip("/")
 
 
