@@ -68,6 +68,7 @@ def run(ctx: Context) -> int:
         "enable": cmd_enable,
         "disable": cmd_disable,
         "doctor": cmd_doctor,
+        "probe": cmd_probe,
         "rbac": cmd_rbac,
         "version": cmd_version,
         "completion": cmd_completion,
@@ -385,6 +386,12 @@ def cmd_doctor(ctx: Context) -> int:
     if result.problems:
         return EXIT_CLUSTER
     return result.exit_code
+
+
+def cmd_probe(ctx: Context) -> int:
+    from kubectl_keepalive.cli import probe_command
+
+    return probe_command.cmd_probe(ctx)
 
 
 def _doctor_document(result: Any, doctor_render: Any) -> list[dict[str, Any]]:

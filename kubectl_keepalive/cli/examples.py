@@ -65,6 +65,15 @@ COMMANDS = {
 
   # A gRPC call silent for 5 minutes, as JSON
   kubectl keepalive doctor -n istio-system --duration 30m --silence 5m --grpc -o json""",
+    "probe": """\
+  # Hold a connection to each gateway's balancer address past its idle timeout, ask again
+  kubectl keepalive probe -n istio-system
+
+  # One address, no cluster access: TLS with a server name, 6 minutes of silence
+  kubectl keepalive probe --url https://203.0.113.7/healthz --host app.example.com --hold 6m
+
+  # Six connections held from 1 to 6 minutes: when does the cut come?
+  kubectl keepalive probe --url http://203.0.113.7/ --hold 1m..6m --connections 6""",
     "rbac": """\
   # What status, diff and doctor need, bound to a ServiceAccount
   kubectl keepalive rbac viewer --serviceaccount ci:reader

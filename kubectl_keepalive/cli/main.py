@@ -24,12 +24,15 @@ from kubectl_keepalive.errors import (
 )
 
 EXIT_CODES_HELP = """exit codes:
-  0    success; for diff: nothing would change; for doctor: nothing fires before --duration
+  0    success; for diff: nothing would change; for doctor: nothing fires before --duration;
+       for probe: every held connection survived
   1    diff: enable would change something; doctor: a timer cuts the request; enable or
        disable: declined at the prompt
   2    usage error or bad input (nothing was contacted or changed)
-  3    cluster or API error (RBAC, unreachable, conflicting EnvoyFilter, rollout failed)
-  4    verification failed: the options are not live after applying them
+  3    cluster or API error (RBAC, unreachable, conflicting EnvoyFilter, rollout failed);
+       probe: a target could not be reached
+  4    verification failed: the options are not live after applying them; probe: a held
+       connection was cut
   5    internal error (a bug): one line; -v shows the traceback
   6    doctor: cannot tell (the balancer's idle timeout, which may cut the request, is unknown)
   130  interrupted
@@ -297,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     rbac.add_argument("--name", metavar="NAME",
                       help="name of the Role(s) and binding(s) (default: kubectl-keepalive-ROLE)")
 
+    from kubectl_keepalive.cli import probe_command
+
+    probe_command.add_arguments(sub("probe", probe_command.HELP))
+
     sub("version", "print the plugin version")
     completion = sub("completion", "print the kubectl_complete-keepalive script for kubectl "
                                    ">= 1.26 shell completion")
@@ -408,7 +415,7 @@ def main(
         parsed = build_parser().parse_args(normalize_argv(argv))
         if parsed.command is None:  # one line, as every usage error: --help has the rest
             raise UsageError("a command is required (status, diff, enable, disable, doctor, "
-                             "rbac, version, completion); see `kubectl keepalive --help`")
+                             "probe, rbac, version, completion); see `kubectl keepalive --help`")
         from kubectl_keepalive.cli import commands, validation
 
         what = f"checking the flags of `{parsed.command}`"

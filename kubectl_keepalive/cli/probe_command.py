@@ -7,6 +7,7 @@ and `commands.run` hands the command here.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     parser.add_argument("--timeout", default="10s", metavar="DUR",
                         help="per-pod timeout for reading Envoy admin (default 10s)")
+
+
+def suggestion(args: argparse.Namespace, hold_known: bool = True) -> str:
+    """The probe command that proves from the users' side what `doctor` or `enable` found:
+    the same gateways (context, namespace, selector); `--hold DUR` when no balancer tells it."""
+    words = ["kubectl", "keepalive", "probe"]
+    for flag, name in (("--context", "context"), ("-n", "namespace"), ("-l", "selector")):
+        value = getattr(args, name, None)
+        if value:
+            words += [flag, shlex.quote(str(value))]
+    if not hold_known:
+        words += ["--hold", "DUR"]
+    return " ".join(words)
 
 
 def request_from(args: argparse.Namespace) -> probe.Request:

@@ -21,7 +21,7 @@ def test_subcommands_flags_and_values() -> None:
     parser = build_parser()
     assert complete(["e"], parser, fake_kubectl) == (["enable"], 4)
     assert complete([""], parser, fake_kubectl)[0] == [
-        "completion", "diff", "disable", "doctor", "enable", "rbac", "status", "version"]
+        "completion", "diff", "disable", "doctor", "enable", "probe", "rbac", "status", "version"]
     flags, _ = complete(["enable", "--d"], parser, fake_kubectl)
     assert flags == ["--dry-run"]
     assert complete(["enable", "--dry-run", ""], parser, fake_kubectl) == (

@@ -1,0 +1,122 @@
+"""`kubectl keepalive probe` through `main`: flags checked before any contact, `--url` without
+a cluster, and the no-argument path over FakeCluster (a fake) with a real Envoy dump, whose
+LoadBalancer address is a loopback server standing for the balancer."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from kubectl_keepalive.cli.main import main
+from tests.support.probe_servers import HoldServer
+from tests.unit.fake_cluster import FakeCluster
+from tests.unit.test_cli import env, run  # noqa: F401  (env is a fixture)
+from tests.unit.test_cli_doctor import gateway_with_dump, service
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--url", "ftp://x/", "--hold", "1s"], "--url"),
+    (["--url", "http://x/"], "--hold is required"),
+    (["--url", "http://x/", "--hold", "0s"], "--hold"),
+    (["--url", "http://x/", "--hold", "1s..5s"], "--connections 2 or more"),
+    (["--url", "http://x/", "--hold", "1s", "--connections", "0"], "--connections"),
+    (["--url", "http://x/", "--hold", "1s", "--answer-timeout", "0"], "--answer-timeout"),
+    (["--url", "http://x/", "--hold", "1s", "--host", "a\r\nb"], "--host"),
+])
+def test_bad_input_is_exit_2_before_any_contact(argv: list[str], says: str,
+                                                env: dict[str, str]) -> None:  # noqa: F811
+    code, out, err = run(None, env, "probe", *argv)
+    assert code == 2 and out == "", err
+    assert err.startswith("error: ") and says in err and len(err.splitlines()) == 1
+
+
+def test_url_needs_no_cluster_and_prints_the_table(env: dict[str, str]) -> None:  # noqa: F811
+    with HoldServer("answer") as server:
+        code, out, err = run(None, env, "probe", "--url",
+                             f"http://127.0.0.1:{server.port}/", "--hold", "1s")
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert header.split()[0] == "TARGET" and row.split()[-1] == "survived"
+    assert "silent for 1s (--hold)" in err
+
+
+@pytest.mark.parametrize(("then", "code"), [("answer", 0), ("close", 4), ("silent", 4)])
+def test_spread_holds_and_the_exit_code(then: str, code: int,
+                                        env: dict[str, str]) -> None:  # noqa: F811
+    with HoldServer(then) as server:
+        got, out, err = run(None, env, "probe", "--url", f"http://127.0.0.1:{server.port}/",
+                            "--hold", "1s..2s", "--connections", "3", "--answer-timeout", "1",
+                            "-o", "json")
+    assert got == code, err
+    document = json.loads(out)
+    assert [r["hold_seconds"] for r in document["results"]] == [1, 1.5, 2]
+    assert document["exit_code"] == code
+
+
+def _fronted(port: int, annotations: dict[str, str]) -> FakeCluster:
+    fake = FakeCluster(gateway_with_dump())
+    front: dict[str, Any] = service(annotations)
+    front["spec"]["ports"][0]["port"] = port
+    front["status"] = {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}
+    fake.services = [front]
+    return fake
+
+
+DECLARED = {"keepalive.kubectl-plugin.io/balancer-kind": "l4",
+            "keepalive.kubectl-plugin.io/idle-timeout-seconds": "1"}
+
+
+def test_without_a_target_the_gateways_balancer_address_is_probed(
+        env: dict[str, str]) -> None:  # noqa: F811
+    with HoldServer("answer") as server:
+        fake = _fronted(server.port, DECLARED)
+        code, out, err = run(fake, env, "probe", "-n", "istio-system", "--hold", "1s",
+                             "-o", "json")
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    assert (result["address"], result["port"]) == ("127.0.0.1", server.port)
+    assert result["listener_port"] == 8080 and not result["tls"]
+    assert result["target"] == f"istio-system/istio-ingressgateway:{server.port}"
+
+
+def test_the_default_hold_comes_from_the_balancer_and_is_required_when_unknown(
+        env: dict[str, str]) -> None:  # noqa: F811
+    code, _, err = run(_fronted(1, {}), env, "probe", "-n", "istio-system")
+    assert code == 2 and "--hold is required" in err
+    assert "keepalive.kubectl-plugin.io/balancer-kind" in err
+    # Declared at 1 s: the hold is 6 s; refused here only to keep the test short.
+    code, _, err = run(_fronted(1, DECLARED), env, "probe", "-n", "istio-system",
+                       "--hold", "2h")
+    assert code == 2 and "reaches the gateway's own hcm idle_timeout (1h)" in err
+
+
+def test_a_gateway_without_an_external_address_is_named(
+        env: dict[str, str]) -> None:  # noqa: F811
+    fake = _fronted(80, DECLARED)
+    fake.services[0].pop("status")
+    code, _, err = run(fake, env, "probe", "-n", "istio-system", "--hold", "1s")
+    assert code == 2
+    assert "no LoadBalancer Service with an external address" in err
+    assert "nothing to probe" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_one_progress_line_is_redrawn_and_cleared(
+        env: dict[str, str]) -> None:  # noqa: F811
+    out, err = io.StringIO(), _Terminal()
+    with HoldServer("answer") as server:
+        code = main(["probe", "--url", f"http://127.0.0.1:{server.port}/", "--hold", "2s",
+                     "-o", "yaml"], out, err, None, env, io.StringIO(""))
+    assert code == 0, err.getvalue()
+    assert "\rprobe: holding " in err.getvalue() and "/2s, 0 probes seen" in err.getvalue()
+    assert err.getvalue().count("\n") == 1  # the plan line; the progress line is erased
+    document = yaml.safe_load(out.getvalue())
+    assert document["results"][0]["outcome"] == "survived" and document["exit_code"] == 0
