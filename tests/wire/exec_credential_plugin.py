@@ -5,7 +5,8 @@ Copied next to each shape's kubeconfig with this interpreter in its `#!` line. I
 JSON line to the file named by WIRE_EXEC_LOG: its arguments, every WIRE_* variable (the
 kubeconfig's `env` entries), the parsed KUBERNETES_EXEC_INFO and whether its standard input
 is a terminal. Arguments:
-`token=VALUE`, `token-env=NAME` (the token from a variable), `cert=CERT,KEY` (PEM files),
+`token=VALUE`, `token-env=NAME` (the token from a variable), `rotate=FIRST,THEN` (FIRST on
+the first run, THEN on later ones), `cert=CERT,KEY` (PEM files),
 `answer-version=V` (a wrong apiVersion), `fail` (exit 1), `garbage` (not JSON).
 """
 
@@ -39,6 +40,12 @@ def main(argv: list[str]) -> int:
             return 0
         if name == "token":
             status["token"] = value
+        elif name == "rotate":  # the first token on the first run, the second after
+            counter = Path(f"{log}.runs") if log else None
+            runs = int(counter.read_text()) if counter and counter.exists() else 0
+            if counter:
+                counter.write_text(str(runs + 1))
+            status["token"] = value.split(",")[min(runs, 1)]
         elif name == "token-env":
             status["token"] = os.environ.get(value, "")
         elif name == "cert":

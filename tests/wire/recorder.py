@@ -2,7 +2,8 @@
 
 Per request it records what a client chose to send: scheme, method, path, Authorization, the
 Impersonate-* headers, the client certificate's subject and the TLS SNI. Every GET answers an
-empty list, which is all `kubectl get --raw` and the plugin's read-only commands need.
+empty list, which is all `kubectl get --raw` and the plugin's read-only commands need, but for
+a bearer token starting `refused-`, answered 401.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from tests.wire.pki import Pki
 
+REFUSED = "refused-"  # a bearer token starting so is answered 401
 EMPTY_LIST = json.dumps({"kind": "List", "apiVersion": "v1", "metadata": {},
                          "items": []}).encode()
 
@@ -73,6 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record()
+        if (self.headers.get("Authorization") or "").startswith(f"Bearer {REFUSED}"):
+            self._answer(401, b'{"kind":"Status","code":401,"message":"Unauthorized"}')
+            return
         self._answer(200, EMPTY_LIST)
 
     def do_POST(self) -> None:

@@ -18,7 +18,7 @@ from tests.wire import differential
 from tests.wire.differential import Run, Shape
 from tests.wire.pki import Pki
 from tests.wire.recorder import RecordingApiServer, Seen
-from tests.wire.shapes import SHAPES
+from tests.wire.shapes import SHAPES, ex, kc
 
 pytestmark = pytest.mark.wire
 
@@ -93,3 +93,24 @@ def _unique(calls: list[dict[str, object]]) -> list[dict[str, object]]:
         if call not in found:
             found.append(call)
     return found
+
+
+def test_after_a_401_the_plugin_runs_the_exec_plugin_again_and_retries_once(
+        api_server: RecordingApiServer, pki: Pki, tmp_path: Path) -> None:
+    """The deliberate difference of docs/credentials.md: client-go refreshes an exec credential
+    after a 401 but fails that request; the plugin retries it once with the new token. kubectl
+    is run too, so the row fails the day kubectl starts retrying."""
+    differential.ensure_kubectl()
+    shape = Shape("exec-401-rotates", kc(user={"exec": ex("rotate=refused-first,secret-next")}))
+    folder = tmp_path / "shape"
+    flags, env, _ = differential.prepare(shape, api_server, pki, folder)
+    kubectl = differential.run_kubectl(flags, env, folder, api_server)
+    plugin = differential.run_plugin(flags, env, folder, api_server)
+    context = f"\nkubectl: {_show(kubectl)}\nplugin: {_show(plugin)}"
+    assert kubectl.code != 0, "kubectl retried after the 401 now" + context
+    assert [s.authorization for s in kubectl.seen] == ["Bearer refused-first"], context
+    assert plugin.code == 0, context
+    sent = [s.authorization for s in plugin.seen]
+    assert sent[:2] == ["Bearer refused-first", "Bearer secret-next"], context
+    assert set(sent[2:]) <= {"Bearer secret-next"}, context
+    assert len(plugin.exec_calls) == 2, context
