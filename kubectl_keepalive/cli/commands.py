@@ -48,19 +48,6 @@ class Context:
         self.err.flush()
 
 
-def _when_changed(note: Callable[[str], None]) -> Callable[[str], None]:
-    """Progress lines as `kubectl rollout status` prints them: a line again only once it says
-    something new, not every poll of a long wait."""
-    last: list[str] = []
-
-    def report(line: str) -> None:
-        if last != [line]:
-            last[:] = [line]
-            note(line)
-
-    return report
-
-
 def run(ctx: Context) -> int:
     handlers: dict[str, Callable[[Context], int]] = {
         "status": cmd_status,
@@ -450,20 +437,25 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
         return EXIT_ABORTED
     left = float(timeout)
     quiet = when_quiet_from(args)
+    # Long waits: on a terminal one line redrawn in place, otherwise plain lines.
+    from kubectl_keepalive.cli.progress import Progress
+
     if quiet is not None and args.dry_run == "none":
         # After the yes, right before the write: the quiet moment is used at once.
-        waited = drainplan.wait_quiet(cluster, _quiet_targets(plan), quiet, left,
-                                      _when_changed(ctx.note))
+        with Progress(ctx.err, left) as waiting:
+            waited = drainplan.wait_quiet(cluster, _quiet_targets(plan), quiet, left,
+                                          waiting.report)
         left = max(1.0, left - waited)
         ctx.note(f"quiet: at most {quiet} request(s) in flight on the ports to change; "
                  "applying now")
-    result = applying.apply(
-        cluster, plan, scope,
-        restart=not args.no_restart,
-        timeout=left,
-        report=_when_changed(ctx.note),
-        dry_run=args.dry_run == "server",
-    )
+    with Progress(ctx.err, left) as waiting:
+        result = applying.apply(
+            cluster, plan, scope,
+            restart=not args.no_restart,
+            timeout=left,
+            report=waiting.report,
+            dry_run=args.dry_run == "server",
+        )
     for line in result.done:
         lines.write(safe(line, LINE_CUT) + "\n")
     for line in result.verified:
