@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done = run_soak(Lab(kubeconfig), plan, record, args.seed)
     except Violation as exc:
-        print(f"soak: invariant broken: {exc}\nsoak: record {record}; replay with --seed "
-              f"{args.seed} --steps {args.steps} --first K", file=sys.stderr)
+        print(f"soak: invariant broken at {exc}", file=sys.stderr)
         return 1
     print(f"soak: {done} step(s) kept every invariant; record {record}", file=sys.stderr)
     return 0

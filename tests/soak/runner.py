@@ -113,6 +113,7 @@ class Soak:
     state: dict[str, Settings | None] = field(default_factory=dict)
     step: Step | None = None
     fault_errors: list[str] = field(default_factory=list)  # a fault the lab could not do
+    failed_step: int | None = None
 
     # -- commands --------------------------------------------------------------------------
 
@@ -196,8 +197,8 @@ class Soak:
                       + f"\nstderr: {ran.stderr[-2000:]}")
 
     def fail(self, message: str) -> None:
-        self.record.write("violation", step=self.step.index if self.step else None,
-                          message=message)
+        self.failed_step = self.step.index if self.step else None
+        self.record.write("violation", step=self.failed_step, message=message)
         raise Violation(message)
 
     # -- the plan --------------------------------------------------------------------------
@@ -539,6 +540,12 @@ def run_soak(lab: Lab, plan: list[Step], record_path: Path, seed: int,
         record.write("plan", seed=seed, steps=len(plan), budget=budget,
                      pods=len(labctl.pod_records()))
         soak = Soak(lab, record, budget)
-        done = soak.run(plan)
+        try:
+            done = soak.run(plan)
+        except Violation as exc:
+            at = soak.failed_step
+            replay = (f"; replay: make soak SEED={seed} STEPS={len(plan)} FIRST={at + 1}"
+                      if at is not None else "")
+            raise Violation(f"step {at}: {exc}\nrecord: {record_path}{replay}") from None
         record.write("summary", seed=seed, steps_done=done)
         return done
