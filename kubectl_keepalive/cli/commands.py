@@ -370,9 +370,20 @@ def cmd_doctor(ctx: Context) -> int:
         ctx.note(f"note: {safe(line, SENTENCE_CUT)}")
     for problem in result.problems:
         ctx.note(f"error: {safe(problem, SENTENCE_CUT)}")
+    if result.ports:
+        _name_the_probe(ctx, all(p.front.balancer.idle_timeout_s for p in result.ports))
     if result.problems:
         return EXIT_CLUSTER
     return result.exit_code
+
+
+def _name_the_probe(ctx: Context, hold_known: bool = True) -> None:
+    """doctor's and enable's last line: the command that proves the result from where the
+    users are."""
+    from kubectl_keepalive.cli import probe_command
+
+    ctx.note("prove it from the clients' side: "
+             f"{safe(probe_command.suggestion(ctx.args, hold_known), SENTENCE_CUT)}")
 
 
 def cmd_probe(ctx: Context) -> int:
@@ -422,6 +433,8 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
     if not plan.changes:
         ctx.note("nothing to do: the live gateways already match")
         _print_filters(ctx, plan)
+        if plan.settings is not None:
+            _name_the_probe(ctx)
         return EXIT_OK
     # As kubectl does: with -o the documents alone go to stdout, progress lines to stderr.
     lines = ctx.err if args.output else ctx.out
@@ -464,6 +477,8 @@ def _carry_out(ctx: Context, cluster: Any, scope: app.Scope, plan: app.Plan,
         ctx.note("note: not restarted: connections accepted before the change keep running "
                  "without keepalive until they close")
     _print_filters(ctx, plan)
+    if plan.settings is not None and args.dry_run == "none":
+        _name_the_probe(ctx)
     return EXIT_OK
 
 

@@ -15,7 +15,7 @@ from kubectl_keepalive.cli.main import main
 from tests.support.probe_servers import HoldServer
 from tests.unit.fake_cluster import FakeCluster
 from tests.unit.test_cli import env, run  # noqa: F401  (env is a fixture)
-from tests.unit.test_cli_doctor import gateway_with_dump, service
+from tests.unit.test_cli_doctor import NLB, gateway_with_dump, service
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -120,3 +120,31 @@ def test_on_a_terminal_one_progress_line_is_redrawn_and_cleared(
     assert err.getvalue().count("\n") == 1  # the plan line; the progress line is erased
     document = yaml.safe_load(out.getvalue())
     assert document["results"][0]["outcome"] == "survived" and document["exit_code"] == 0
+
+
+PROVE = "prove it from the clients' side: kubectl keepalive probe -n istio-system"
+
+
+def test_doctor_ends_by_naming_the_probe_and_its_hold_when_no_balancer_tells_it(
+        env: dict[str, str]) -> None:  # noqa: F811
+    known = FakeCluster(gateway_with_dump())
+    known.services = [service(NLB)]
+    _, _, err = run(known, env, "doctor", "-n", "istio-system", "--duration", "10m")
+    assert err.splitlines()[-1] == PROVE
+    unknown = FakeCluster(gateway_with_dump())
+    unknown.services = [service({})]
+    _, _, err = run(unknown, env, "doctor", "-n", "istio-system", "-l", "app=istio-ingressgateway",
+                    "--duration", "10m")
+    assert err.splitlines()[-1] == f"{PROVE} -l app=istio-ingressgateway --hold DUR"
+
+
+def test_enable_ends_by_naming_the_probe_and_disable_does_not(
+        env: dict[str, str]) -> None:  # noqa: F811
+    fake = FakeCluster(gateway_with_dump())
+    fake.services = [service(NLB)]
+    code, _, err = run(fake, env, "enable", "-y", "-n", "istio-system", "--idle", "30s")
+    assert code == 0 and err.splitlines()[-1] == PROVE, err
+    code, _, err = run(fake, env, "enable", "-y", "-n", "istio-system", "--idle", "30s")
+    assert code == 0 and err.splitlines()[-1] == PROVE, err  # nothing to do: still proven so
+    code, _, err = run(fake, env, "disable", "-y", "-n", "istio-system")
+    assert code == 0 and "keepalive probe" not in err, err
