@@ -315,6 +315,10 @@ class OidcProvider:
         except (httppool.AnswerTooLarge, httppool.Redirected) as exc:
             raise self._fail(f"the issuer at {safe(origin)} answered {safe(str(exc))}") \
                 from None
+        except ssl.SSLError as exc:
+            raise self._fail(f"TLS with the issuer at {safe(origin)} failed (is "
+                             "idp-certificate-authority its CA?): "
+                             f"{safe(str(exc) or type(exc).__name__)}") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise self._fail(f"the issuer at {safe(origin)} did not answer: "
                              f"{safe(str(exc) or type(exc).__name__)}") from None
