@@ -226,7 +226,9 @@ def plan_text(plan: app.Plan, dump: Any, with_yaml: bool = True,
             out.append("  live listeners do not show the filter yet: the gateway will be "
                        "restarted and verified")
         for pod in gp.unreadable_pods:
-            out.append(f"  could not read pod {safe(str(pod), SENTENCE_CUT)}")
+            # Cut to the terminal; -v shows the whole error.
+            line = f"  could not read pod {safe(str(pod), SENTENCE_CUT)}"
+            out.append(line if verbose else _fit(line))
         for foreign in gp.foreign:
             out.append(f"  foreign EnvoyFilter {safe(str(foreign))} also sets keepalive options")
         if gp.writes and with_yaml:
@@ -283,8 +285,8 @@ def _drain_lines(gp: app.GatewayPlan, verbose: bool = False) -> list[str]:
         out.append(f"  in flight: {lower}{', '.join(busy)}{cut}")
     else:
         idle = sum(drain.load(port).connections for port in drain.ports)
-        out.append(f"  in flight: {'nothing counted' if lower else 'nothing'} "
-                   f"({_count(idle, 'idle connection')})")
+        out.append(f"  in flight: {'nothing counted' if lower else 'nothing'}"
+                   + (f" ({_count(idle, 'idle connection')})" if idle else ""))
     out.extend(_fit(f"  in flight unknown on pod {safe(str(p.pod))}: {safe(p.error, WIDTH)}")
                for p in drain.pods if p.error)
     if verbose:

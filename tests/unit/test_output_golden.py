@@ -210,6 +210,28 @@ def test_no_line_wider_than_a_terminal(case: str) -> None:
     assert not wide, wide
 
 
+def test_only_a_longer_name_makes_a_line_wider(env: dict[str, str]) -> None:
+    """Names Kubernetes allows (a 63-character namespace, a long Deployment) widen the lines
+    by the room they take beyond the lab's names (the table's columns align, as kubectl's),
+    and no more; a detail line is cut to 100 columns."""
+    namespace = "team-" + "n" * 58
+    name = "gateway-" + "g" * 80
+    labels = {"app": "long", "istio": "ingressgateway"}  # a label value is at most 63
+    fake = OnePodUnread(FakeGateway(namespace, name, labels, [8080, 8443], replicas=2,
+                                    selector=labels),
+                        operator_gateway("istio-system", "istio-ingressgateway",
+                                         "ingressgateway"))
+    for argv in (["status", "-A"], ["diff", "-n", namespace]):
+        _, out, err = cli(fake, env, *argv)
+        room = len(namespace) - len("istio-system") + len(name) - len("istio-ingressgateway")
+        for line in (out + err).splitlines():
+            if not line.startswith(("note: ", "error: ")):
+                assert len(line) <= WIDTH + room, line
+                if line.startswith("  pod "):  # status's detail lines are cut
+                    assert len(line) <= WIDTH, line
+        assert out
+
+
 def test_goldens_say_what_they_show() -> None:
     """The cases above and the files on disk are the same set: no stale golden stays."""
     assert {p.stem for p in GOLDEN.glob("*.txt")} == set(CASES)
