@@ -398,7 +398,10 @@ def _verify(run: _Run, gp: GatewayPlan, result: ApplyResult, account: GatewayAcc
                 account.verified_pods.append(pod.name)
         if pods and not pending:
             account.unverified_pods = []
-            what = describe_settings(plan.settings)
+            # Compact, as status's KEEPALIVE column: the line fits a terminal.
+            settings = plan.settings
+            what = (f"on {settings.idle}s/{settings.interval}s/x{settings.probes}"
+                    if settings is not None else "off")
             result.verified.append(
                 f"gateway {label}: {what} on port(s) {', '.join(map(str, ports))} of "
                 f"{len(pods)} pod(s)"
