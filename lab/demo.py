@@ -12,6 +12,7 @@ flows.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -24,10 +25,11 @@ sys.path.insert(0, str(REPO))
 
 import labctl  # noqa: E402  (lab/ is this script's directory)
 
-from tests.support.netlab import IncidentLab  # noqa: E402
+from tests.support.netlab import VIP, VIP_PORT, IncidentLab  # noqa: E402
 
 IDLE_TIMEOUT = 5
 DELAY = 12.0
+PROBE_HOLD = 8  # past the balancer's idle timeout
 NAMESPACE = "istio-system"
 SELECTOR = "app=istio-ingressgateway"
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -65,6 +67,21 @@ def request(lab: IncidentLab, label: str) -> bool:
     return result.ok
 
 
+def probe(lab: IncidentLab, label: str) -> int:
+    """`kubectl keepalive probe` from the client's side of the balancer: hold one connection
+    silent past the balancer's idle timeout, then ask again on it."""
+    port = "" if VIP_PORT == 80 else f":{VIP_PORT}"
+    argv = ["kubectl", "keepalive", "probe", "--url", f"http://{VIP}{port}/slow?delay=0",
+            "--hold", f"{PROBE_HOLD}s"]
+    print(f"{DIM}(in the client's network namespace, behind the balancer){RESET}", flush=True)
+    print(f"{DIM}$ {' '.join(shlex.quote(word) for word in argv)}{RESET}", flush=True)
+    done = subprocess.run(["ip", "netns", "exec", lab.client, *argv], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+    print(textwrap.indent(done.stdout.rstrip(), "  "), flush=True)
+    print(f"  {label}: {BOLD}exit {done.returncode}{RESET}", flush=True)
+    return done.returncode
+
+
 def main() -> int:
     kubeconfig = sys.argv[1]
     started = time.monotonic()
@@ -88,6 +105,13 @@ def main() -> int:
         cut = not request(lab, "without keepalive")
         say("The balancer dropped the idle flow after 5s; the answer at 12s had nowhere to go. "
             "That is the incident." if cut else "Unexpected: the request survived.")
+
+        step("2b. The same, measured from the users' side: kubectl keepalive probe")
+        say(f"probe opens a connection through the balancer, asks once, stays silent for "
+            f"{PROBE_HOLD}s and asks again on the same connection. It needs no cluster access.")
+        probed_cut = probe(lab, "without keepalive") == 4
+        say("Exit 4: the second request got no answer; the balancer had forgotten the flow."
+            if probed_cut else "Unexpected: the probe was not cut.")
 
         step("3. The fix: kubectl keepalive enable")
         say("Probe after 2s of silence, every 2s, reset after 3 unanswered probes: all well "
@@ -122,13 +146,19 @@ def main() -> int:
             print(f"  ss -tno on the gateway, during the request: {sock.local} -> {sock.peer} "
                   f"timer:(keepalive,{sock.expires_s}s)", flush=True)
 
+        step("5b. The same probe")
+        probed_saved = probe(lab, "with keepalive") == 0
+        say("Exit 0: the connection survived the silence; PROBES is how many keepalive probes "
+            "from the gateway reached the client's kernel (TCP_INFO)." if probed_saved
+            else "Unexpected: the probe was cut.")
+
         step("6. Clean-up")
         shell(kubeconfig, "kubectl", "keepalive", "disable", "-y", "-n", NAMESPACE, "-l",
               SELECTOR)
     elapsed = time.monotonic() - started
     say(f"Done in {elapsed:.0f}s. Without keepalive: {'cut' if cut else 'not cut'}. With it: "
         f"{'saved' if saved else 'NOT saved'}. Network namespaces removed.")
-    return 0 if cut and saved else 1
+    return 0 if cut and saved and probed_cut and probed_saved else 1
 
 
 if __name__ == "__main__":
