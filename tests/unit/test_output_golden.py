@@ -152,6 +152,10 @@ CASES: dict[str, Case] = {
         ["status", "-A", "-o", "wide"], True),
     "status-forty-pods-two-disagree": (
         forty_pods, ["status", "-A"], False),
+    "status-sockets-after-enable": (lambda env: enabled(one_gateway, env),
+                                    ["status", "--sockets"], False),
+    "status-sorted-no-headers": (lambda env: lab_five(),
+                                 ["status", "-A", "--sort-by", ".name", "--no-headers"], False),
     "status-one-pod-not-read": (
         lambda env: OnePodUnread(operator_gateway("istio-system", "istio-ingressgateway",
                                                   "ingressgateway", replicas=3)),
