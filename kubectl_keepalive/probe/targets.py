@@ -45,6 +45,9 @@ def is_address(host: str) -> bool:
     return True
 
 
+HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:")
+
+
 def check_host_name(value: str) -> str:
     """--host: a DNS name (or address) to send as Host and SNI, nothing that could split the
     request line."""
@@ -77,6 +80,9 @@ def from_url(url: str, host: str | None) -> Target:
     number = port or DEFAULT_PORTS[scheme]
     name = check_host_name(host) if host else None
     target_host = parts.hostname
+    if not set(target_host) <= HOST_CHARACTERS:
+        raise UsageError(f"--url {printable(url, 80)!r}: the host must be an address or an "
+                         "ASCII name (IDNA/punycode for others)")
     default_header = target_host if ":" not in target_host else f"[{target_host}]"
     if port and port != DEFAULT_PORTS[scheme]:
         default_header += f":{port}"

@@ -161,7 +161,9 @@ def ingress_addresses(service: Mapping[str, Any]) -> list[str]:
     for entry in ingress:
         if isinstance(entry, dict):
             value = entry.get("ip") or entry.get("hostname")
-            if isinstance(value, str) and value:
+            # Only what can be a host: the value goes into a connect and a Host header.
+            if isinstance(value, str) and value and len(value) <= 253 \
+                    and set(value) <= targets.HOST_CHARACTERS:
                 found.append(value)
     return found
 

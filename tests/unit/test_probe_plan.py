@@ -61,7 +61,9 @@ def test_a_urls_host_port_path_and_server_name() -> None:
 
 
 @pytest.mark.parametrize("url", ["ftp://x/", "http://", "gw.example.test", "http://u:p@x/",
-                                 "http://x/a b", "http://x:99999/", "http://x/\x1b[2J"])
+                                 "http://x/a b", "http://x:99999/", "http://x/\x1b[2J",
+                                 "http://a\x1bb/", "http://a b/", "http://\u00e4.test/",
+                                 "http://a%0a/"])
 def test_a_url_that_is_not_a_probe_target_is_refused(url: str) -> None:
     with pytest.raises(UsageError) as caught:
         targets.from_url(url, None)
@@ -124,7 +126,8 @@ def test_tls_listeners_and_external_addresses() -> None:
     assert probe.listener_tls(dump, 443) and not probe.listener_tls(dump, 80)
     assert not probe.listener_tls(dump, 9999)
     service = {"status": {"loadBalancer": {"ingress": [
-        {"ip": "198.18.100.10"}, {"hostname": "lb.example.test"}, {"ipMode": "VIP"}, "x"]}}}
+        {"ip": "198.18.100.10"}, {"hostname": "lb.example.test"}, {"ipMode": "VIP"}, "x",
+        {"hostname": "evil\r\nX: 1"}, {"hostname": "a" * 254}]}}}
     assert probe.ingress_addresses(service) == ["198.18.100.10", "lb.example.test"]
     assert probe.ingress_addresses({"status": {}}) == []
 
