@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", metavar="URL",
                         help="probe http(s)://HOST[:PORT]/PATH directly; needs no cluster "
                              "access (default: the gateways' LoadBalancer addresses)")
+    parser.add_argument("--gateway", metavar="NAME",
+                        help="only the gateway of this name (its Deployment's), among those "
+                             "-n and -l find")
     parser.add_argument("--host", metavar="NAME",
                         help="Host header and TLS server name (SNI) to send; a gateway that "
                              "routes by SNI drops a handshake without one")
@@ -83,9 +86,12 @@ def request_from(args: argparse.Namespace) -> probe.Request:
         targets.check_host_name(args.host)
     if args.url is not None:
         targets.from_url(args.url, args.host)
+        if args.gateway is not None:
+            raise UsageError("--gateway chooses among the cluster's gateways: --url needs none")
     return probe.Request(url=args.url, host=args.host, hold=hold, connections=connections,
                          answer_timeout=float(answer), connect_timeout=float(connect),
-                         insecure=bool(getattr(args, "insecure_skip_tls_verify", False)))
+                         insecure=bool(getattr(args, "insecure_skip_tls_verify", False)),
+                         gateway=args.gateway)
 
 
 def cmd_probe(ctx: Context) -> int:

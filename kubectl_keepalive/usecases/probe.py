@@ -48,6 +48,7 @@ class Request:
     answer_timeout: float
     connect_timeout: float
     insecure: bool
+    gateway: str | None = None  # --gateway: only the gateway (Deployment) of this name
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,13 @@ def plan_cluster(cluster: Cluster, scope: app.Scope, request: Request,
     from kubectl_keepalive.usecases import diagnose
 
     gateways = diagnose.acted_on(cluster, scope)
+    if request.gateway is not None:
+        named = [g for g in gateways if g.name == request.gateway]
+        if not named:
+            found = ", ".join(sorted(f"{g.namespace}/{g.name}" for g in gateways))
+            raise ClusterError(f"no gateway named {request.gateway} among those found "
+                               f"({found})")
+        gateways = named
     namespaces = sorted({g.namespace for g in gateways})
     services = [s for ns in namespaces for s in cluster.list_services(ns)]
     provider_ids = cluster.node_provider_ids()

@@ -26,6 +26,8 @@ from tests.unit.test_cli_doctor import NLB, gateway_with_dump, service
     (["--url", "http://x/", "--hold", "1s", "--connections", "0"], "--connections"),
     (["--url", "http://x/", "--hold", "1s", "--answer-timeout", "0"], "--answer-timeout"),
     (["--url", "http://x/", "--hold", "1s", "--host", "a\r\nb"], "--host"),
+    (["--url", "http://x/", "--hold", "1s", "--gateway", "gw"], "--url needs none"),
+    (["--hold", "1s", "--gateway", "Not_A_Name"], "--gateway"),
 ])
 def test_bad_input_is_exit_2_before_any_contact(argv: list[str], says: str,
                                                 env: dict[str, str]) -> None:  # noqa: F811
@@ -148,3 +150,15 @@ def test_enable_ends_by_naming_the_probe_and_disable_does_not(
     assert code == 0 and err.splitlines()[-1] == PROVE, err  # nothing to do: still proven so
     code, _, err = run(fake, env, "disable", "-y", "-n", "istio-system")
     assert code == 0 and "keepalive probe" not in err, err
+
+
+def test_gateway_chooses_one_gateway_by_name(env: dict[str, str]) -> None:  # noqa: F811
+    with HoldServer("answer") as server:
+        fake = _fronted(server.port, DECLARED)
+        code, out, err = run(fake, env, "probe", "-n", "istio-system", "--gateway",
+                             "istio-ingressgateway", "--hold", "1s", "-o", "json")
+        assert code == 0 and len(json.loads(out)["results"]) == 1, err
+        code, out, err = run(fake, env, "probe", "-n", "istio-system", "--gateway", "other",
+                             "--hold", "1s")
+    assert code == 3 and out == ""
+    assert "no gateway named other among those found (istio-system/istio-ingressgateway)" in err
