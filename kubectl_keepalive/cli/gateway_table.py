@@ -18,7 +18,8 @@ from kubectl_keepalive.usecases import app
 
 WIDTH = 100  # a detail line is cut to fit; the whole message is on stderr as a note
 HEADER = ["NAMESPACE", "GATEWAY", "ROLE", "PODS", "PORTS", "KEEPALIVE", "SYNC"]
-SOCKETS_HEADER = "CONNS(KA/ALL)"
+# Established connections with keepalive timers / all of them (-o wide: CONNS(KA/ALL)).
+SOCKETS_HEADER = "KA/ALL"
 PORTS_CUT = 40  # a gateway with many ports: the first ones, then a count
 NAMES_SHOWN = 3  # pods named in one merged detail line
 VERDICT_INLINE = 36  # keepalive per port in the cell up to this; longer: a line per port
