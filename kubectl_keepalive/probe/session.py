@@ -109,8 +109,9 @@ def run(target: Target, hold_s: float, proxy: Proxy | None, settings: Settings,
         except wire.Cut as exc:
             return result(exc.kind, f"cut at some point in the {seconds(held)} of silence: {exc}",
                           held, counter, (first.status,))
-        except wire.Unreachable as exc:  # an answer that breaks the bounds
-            return result(CLOSED, str(exc), held, counter, (first.status,))
+        except wire.Unreachable as exc:  # an answer came back, but broke the bounds
+            return result(SURVIVED, f"answered after {seconds(held)} of silence, but {exc}",
+                          held, counter, (first.status,))
         return result(SURVIVED, f"answered {second.status} after {seconds(held)} of silence", held,
                       counter, (first.status, second.status))
     finally:

@@ -46,13 +46,14 @@ def _read_request(conn: socket.socket) -> bytes:
 
 class HoldServer:
     """Answers the first request with `first`; then, on the next request, `then`:
-    "answer" (OK again), "silent" (reads and never answers), or after `after_s` of idleness
+    "answer" (with `second`), "silent" (reads and never answers), or after `after_s` of idleness
     "close" (FIN) or "reset" (RST). `keepalive` = (idle, interval, count) on accepted sockets."""
 
     def __init__(self, then: str = "answer", first: bytes = OK, after_s: float = 0.3,
+                 second: bytes = OK,
                  keepalive: tuple[int, int, int] | None = None,
                  tls: ssl.SSLContext | None = None) -> None:
-        self.then, self.first, self.after_s = then, first, after_s
+        self.then, self.first, self.after_s, self.second = then, first, after_s, second
         self.keepalive, self.tls = keepalive, tls
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)  # here: the thread may start after the test closed it
@@ -100,7 +101,7 @@ class HoldServer:
             request = _read_request(conn)
             self.requests.append(request)
             if self.then == "answer" and request:
-                conn.sendall(OK)
+                conn.sendall(self.second)
                 _read_request(conn)  # until the client goes
             elif self.then == "silent":
                 self._stop.wait(30)

@@ -165,3 +165,11 @@ def test_an_address_without_a_host_is_checked_against_the_certificate(
         result = probe(f"https://127.0.0.1:{server.port}/")  # no SNI; the name is not the IP
     assert result.outcome == "unreachable"
     assert "certificate" in result.detail and "--insecure-skip-tls-verify" in result.detail
+
+
+def test_a_second_answer_that_breaks_the_bounds_still_proves_the_connection_survived() -> None:
+    huge = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n"
+    with HoldServer("answer", second=huge) as server:
+        result = probe(f"http://127.0.0.1:{server.port}/")
+    assert result.outcome == "survived" and not result.cut
+    assert "but an answer body larger than 1024 KiB" in result.detail
