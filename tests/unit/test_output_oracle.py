@@ -102,7 +102,8 @@ def oracle() -> Path:
     if not shutil.which("go"):
         pytest.skip("Go is needed to build the kubectl output oracle")
     built.parent.mkdir(parents=True, exist_ok=True)
-    env_go = {**os.environ, "GOFLAGS": "-mod=mod -buildvcs=false"}
+    # readonly: the build never rewrites go.mod or go.sum in the repository.
+    env_go = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false"}
     done = subprocess.run(["go", "build", "-o", str(built) + ".tmp", "."], cwd=ORACLE_SRC,
                           env=env_go, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]
