@@ -52,6 +52,23 @@ JSONPATHS = [
     "{.gateways[?(@.name!=\"web-gateway-istio\")].namespace}",
     "{.gateways[*].pods[*].via}",
     "no action at all",
+    "{$.gateways[0].name}",
+    "{.gateways[0]['name']}",
+    "{.gateways[*].pods[*].listeners[?(@.static==false)].port}",
+    "{.gateways[*].pods[*].listeners[?(@.port>=8080)].name}",
+    "{.gateways[*].pods[*].listeners[*].keepalive.enabled}",
+    '{"caf\\u00e9 \\x41"}',
+    "{.gateways[-2:].name}",
+    "{.gateways[:2].name}",
+    "{.gateways[?(@.revision=='canary')].name}",
+    "{.gateways[0].pods[0].listeners[0].port} {.gateways[0].role}",
+    "{.gateways[*].pods[*].listeners[?(@.keepalive.enabled==true)].port}",
+    '{range .gateways[?(@.role=="ingress")]}{.name}{","}{end}',
+    "{.gateways[0].pods[0].listeners[0].port.x}",
+    "{.gateways[0].name[0]}",
+    '{range .gateways[*]}{.name}{end}{" tail"}',
+    "{.gateways[1:3:2].name}",
+    "{.gateways[0].pods[0].listeners[*]['port','name']}",
     "{.nope}",
     "{.gateways[9]}",
     # kubectl refuses these: the first line of its error, exit 2
@@ -65,11 +82,12 @@ JSONPATHS = [
     "{.gateways[*].pods[*].listeners[?(@.sync==\"applied\")].name}",
     "{.gateways[0:3:0]}",
     "{..name..name}",
+    '{.gateways[*].pods[*].listeners[?(@.port<"a")].port}',
 ]
 # Missing keys as errors (--allow-missing-template-keys=false).
 STRICT = ["{.nope}", "{.gateways[0].nope}", "{.gateways[*].name}", "{.gateways[9]}"]
 # `..` walks maps in Go's random order: compared as sets of words.
-UNORDERED = ["{..port}", "{..name}"]
+UNORDERED = ["{..port}", "{..name}", "{..pods[0].name}"]
 COLUMNS = [
     ("NAME:.name,NAMESPACE:.namespace", None),
     ("NAME:name,PODS:.pods[*].name", None),
