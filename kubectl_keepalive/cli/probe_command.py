@@ -7,7 +7,6 @@ and `commands.run` hands the command here.
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from typing import TYPE_CHECKING
 
@@ -54,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def suggestion(args: argparse.Namespace, hold_known: bool = True) -> str:
     """The probe command that proves from the users' side what `doctor` or `enable` found:
     the same gateways (context, namespace, selector); `--hold DUR` when no balancer tells it."""
+    import shlex  # here: every command's parser loads this module, few need shlex
+
     words = ["kubectl", "keepalive", "probe"]
     for flag, name in (("--context", "context"), ("-n", "namespace"), ("-l", "selector")):
         value = getattr(args, name, None)
