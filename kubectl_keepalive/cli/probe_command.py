@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from kubectl_keepalive import durations
 from kubectl_keepalive.errors import UsageError
+from kubectl_keepalive.terminal import safe
 
 if TYPE_CHECKING:
     from kubectl_keepalive.cli.commands import Context
@@ -113,7 +114,7 @@ def cmd_probe(ctx: Context) -> int:
         planned, notes = probe.plan_cluster(cluster, scope, request, ctx.env)
         if not planned:
             for line in notes:
-                ctx.note(f"note: {line}")
+                ctx.note(f"note: {safe(line, 1000)}")
             raise UsageError("nothing to probe: no gateway has an external address; give --url")
     for line in probe_render.plan_lines(planned):
         ctx.note(line)
@@ -129,7 +130,7 @@ def cmd_probe(ctx: Context) -> int:
     for line in probe_render.details(report):
         ctx.note(line)
     for line in report.notes:
-        ctx.note(f"note: {line}")
+        ctx.note(f"note: {safe(line, 1000)}")
     return report.exit_code
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kubectl_keepalive.probe import session
+from kubectl_keepalive.terminal import safe
 from kubectl_keepalive.usecases import probe
 
 
@@ -26,7 +27,8 @@ def table(report: probe.Report) -> str:
     rows = [header]
     for r in report.results:
         held = _seconds(r.held_s) if r.outcome != session.UNREACHABLE else "-"
-        rows.append((r.target.label, r.target.host, str(r.target.port),
+        # Names from the cluster (Service, ingress hostname) are outside text.
+        rows.append((safe(r.target.label), safe(r.target.host), str(r.target.port),
                      "yes" if r.target.tls else "no", held, _probes(r), r.outcome))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
@@ -39,8 +41,8 @@ def details(report: probe.Report) -> list[str]:
     lines = []
     for r in report.results:
         if r.outcome != session.SURVIVED:
-            lines.append(f"{r.target.label} (hold {_seconds(r.hold_s)}): {r.outcome}: "
-                         f"{r.detail}")
+            lines.append(f"{safe(r.target.label)} (hold {_seconds(r.hold_s)}): {r.outcome}: "
+                         f"{safe(r.detail, 1000)}")
     for note in sorted({(r.probes_note, r.proxy) for r in report.results if r.probes_note},
                        key=str):
         text, proxy = note
@@ -99,6 +101,6 @@ def plan_lines(planned: Sequence[probe.Planned]) -> list[str]:
         via = (f" through proxy {p.proxy.shown} (from {p.proxy.source})" if p.proxy else "")
         sni = (f", server name {p.target.server_name}" if p.target.tls and p.target.server_name
                else ", no server name (SNI)" if p.target.tls else "")
-        lines.append(f"probing {p.target.label} at {p.target.address}{sni}{via}: silent for "
-                     f"{holds} ({p.hold_source})")
+        lines.append(f"probing {safe(p.target.label)} at {safe(p.target.address)}{safe(sni)}"
+                     f"{via}: silent for {holds} ({p.hold_source})")
     return lines

@@ -1,14 +1,10 @@
-"""Server text made safe to print: control characters escaped, length bounded."""
+"""Server text made safe to print: the project's one rule (kubectl_keepalive.terminal)."""
 
 from __future__ import annotations
 
+from kubectl_keepalive.terminal import safe, safe_bytes
+
 
 def printable(raw: bytes | str, limit: int = 120) -> str:
-    """`raw` as one printable line: undecodable bytes, line breaks and other control characters
-    shown escaped (as repr shows them), cut at `limit` characters."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    cut = len(text) > limit
-    text = text[:limit]
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text + ("..." if cut else "")
+    """`raw` as one printable line: control characters escaped, cut at `limit` characters."""
+    return safe_bytes(raw, limit) if isinstance(raw, bytes) else safe(raw, limit)

@@ -162,3 +162,14 @@ def test_gateway_chooses_one_gateway_by_name(env: dict[str, str]) -> None:  # no
                              "--hold", "1s")
     assert code == 3 and out == ""
     assert "no gateway named other among those found (istio-system/istio-ingressgateway)" in err
+
+
+def test_names_from_the_cluster_reach_the_terminal_escaped(
+        env: dict[str, str]) -> None:  # noqa: F811
+    with HoldServer("close") as server:
+        fake = _fronted(server.port, DECLARED)
+        fake.services[0]["metadata"]["name"] = "front\x1b]0;owned\x07"
+        code, out, err = run(fake, env, "probe", "-n", "istio-system", "--hold", "1s")
+    assert code == 4, err
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "front\\x1b]0;owned\\x07" in out
