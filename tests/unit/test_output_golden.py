@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -140,7 +140,8 @@ def busy(fake: FakeCluster) -> FakeCluster:
 
 
 # name -> (cluster builder given env, argv, wide output allowed)
-Case = tuple[Callable[[dict[str, str]], FakeCluster | None], list[str], bool]
+# typing's Optional: this alias is evaluated at import, and python 3.9 has no `X | None` there.
+Case = tuple[Callable[[dict[str, str]], Optional[FakeCluster]], list[str], bool]
 CASES: dict[str, Case] = {
     "status-one-gateway-off": (lambda env: one_gateway(), ["status"], False),
     "status-one-gateway-on": (lambda env: enabled(one_gateway, env), ["status"], False),
