@@ -105,7 +105,7 @@ def cmd_probe(ctx: Context) -> int:
     request = request_from(args)
     notes: list[str] = []
     if request.url is not None:
-        planned = probe.plan_url(request, ctx.env)
+        planned, notes = probe.plan_url(request, ctx.env)
     else:
         timeout = durations.parse_duration(args.timeout, "--timeout")
         cluster, scope = connect(ctx)

@@ -120,12 +120,21 @@ def _holds(request: Request, idle_timeout_s: int | None, what: str) -> tuple[
             f"{hold - idle_timeout_s}s")
 
 
-def plan_url(request: Request, env: Mapping[str, str]) -> list[Planned]:
-    """`--url`: one target, no cluster; --hold is required (no balancer is known)."""
+def plan_url(request: Request, env: Mapping[str, str]) -> tuple[list[Planned], list[str]]:
+    """`--url`: one target, no cluster; --hold is required (no balancer is known). The
+    gateway's own timers are not read, so a hold that Envoy's default idle timeout would end
+    is named in a note."""
     assert request.url is not None
     target = targets.from_url(request.url, request.host)
     holds, source = _holds(request, None, target.label)
-    return [Planned(target, holds, proxyenv.choose(target.scheme, target.host, env), source)]
+    notes = []
+    if max(holds) >= timers.HTTP_IDLE_DEFAULT:
+        notes.append(f"--url reads no gateway config: if the target is an Envoy gateway, its "
+                     f"connection manager's idle_timeout (Envoy's and Istio's default "
+                     f"{durations.format_duration(int(timers.HTTP_IDLE_DEFAULT))}) ends a "
+                     "connection held this long, not the balancer")
+    return [Planned(target, holds, proxyenv.choose(target.scheme, target.host, env),
+                    source)], notes
 
 
 def listener_tls(dump: Mapping[str, Any], port: int) -> bool:

@@ -97,6 +97,18 @@ def test_the_default_hold_runs_a_margin_past_the_balancers_idle_timeout() -> Non
         probe.plan_url(request, {})
 
 
+def test_a_url_held_past_envoys_default_idle_timeout_is_noted() -> None:
+    def notes(hold: int) -> list[str]:
+        request = probe.Request(url="http://198.18.0.1/", host=None, hold=(hold, hold),
+                                connections=1, answer_timeout=10, connect_timeout=10,
+                                insecure=False)
+        return probe.plan_url(request, {})[1]
+
+    assert notes(3599) == []
+    (note,) = notes(3600)
+    assert "idle_timeout" in note and "1h" in note
+
+
 def _golden_port(name: str) -> timers.PortTimers:
     raw = (GOLDEN / "doctor" / f"{name}.config_dump.json").read_text()
     (port,) = [p for p in timers.ports(raw) if p not in (15000, 15021, 15090)]
