@@ -193,9 +193,11 @@ def test_a_root_namespace_filter_without_selector_spreads_and_the_plugins_does_n
     assert done.returncode == 0, done.stderr
     written = lab.get_json("envoyfilters.networking.istio.io", "-n", "istio-system", "-l",
                            "app.kubernetes.io/managed-by=kubectl-keepalive")["items"]
-    # The user's selector narrows the gateway's own: never an empty or missing selector.
+    # -l chose the gateway; the filter selects by its Deployment's own selector: never an
+    # empty or missing selector, never the user's words.
+    deployment = lab.get_json("deployment", "istio-ingressgateway", "-n", "istio-system")
     assert [w["spec"]["workloadSelector"]["labels"] for w in written] == [
-        {"app": "istio-ingressgateway"}]
+        deployment["spec"]["selector"]["matchLabels"]]
     spread = with_options(every_envoy(lab))
     ours_pods = running_pods(lab, "istio-system", "app=istio-ingressgateway")
     # Not even istio-internalgateway, in the same (root) namespace, got it.
