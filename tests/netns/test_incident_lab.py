@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import statistics
 import subprocess
 import time
@@ -29,7 +28,7 @@ from tests.support.netlab import (
     Packet,
     gateway_listener,
     keepalive_socket_options,
-    lab_namespaces,
+    machine_for_labs,
     missing_requirements,
     netns_list,
     probe_answers,
@@ -46,15 +45,7 @@ DELAY = 10.0  # the backend answers after this: well past IDLE
 
 @pytest.fixture(scope="module", autouse=True)
 def machine() -> Iterator[None]:
-    missing = missing_requirements()
-    if missing:
-        message = f"the incident lab needs {', '.join(missing)} (scripts/netlab-deps.sh)"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    remove_stale_labs()
-    yield
-    assert lab_namespaces() == [], "the lab left network namespaces behind"
+    yield from machine_for_labs("the incident lab", missing_requirements())
 
 
 def plugin_socket_options(idle: int, interval: int, probes: int) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ proxying balancer (HAProxy, TCP mode) and a CONNECT proxy (tinyproxy) show the l
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +24,8 @@ from tests.support.netlab import (
     VIP_PORT,
     IncidentLab,
     gateway_listener,
-    lab_namespaces,
+    machine_for_labs,
     missing_requirements,
-    remove_stale_labs,
 )
 
 pytestmark = pytest.mark.netns
@@ -42,15 +40,7 @@ TLS_URL = f"https://{VIP}:{VIP_PORT}{PATH}"
 
 @pytest.fixture(scope="module", autouse=True)
 def machine() -> Iterator[None]:
-    missing = missing_requirements() + probelab.missing_tools()
-    if missing:
-        message = f"probe's lab needs {', '.join(missing)} (scripts/netlab-deps.sh)"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    remove_stale_labs()
-    yield
-    assert lab_namespaces() == [], "the lab left network namespaces behind"
+    yield from machine_for_labs("probe's lab", missing_requirements() + probelab.missing_tools())
 
 
 def keepalive_on(lab: IncidentLab) -> None:

@@ -190,6 +190,21 @@ def remove_stale_labs() -> list[str]:
     return removed
 
 
+def machine_for_labs(what: str, missing: Sequence[str]) -> Iterator[None]:
+    """The body of a tier's module fixture: fail (under CI) or skip when `missing` names tools,
+    clear what a killed run left, and after the module check no lab namespace is left."""
+    if missing:
+        import pytest  # here: make demo uses this module without pytest
+
+        message = f"{what} needs {', '.join(missing)} (scripts/netlab-deps.sh)"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    remove_stale_labs()
+    yield
+    assert lab_namespaces() == [], "the lab left network namespaces behind"
+
+
 def keepalive_socket_options(idle_s: int, interval_s: int, probes: int) -> list[dict[str, Any]]:
     """The listener socket options that turn keepalive on (STATE_PREBIND, the default)."""
     return [{"level": SOL_SOCKET, "name": SO_KEEPALIVE, "int_value": 1},

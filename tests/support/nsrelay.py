@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import select
 import socket
 import threading
 from collections.abc import Iterator
+
+from tests.support.shuttle import shuttle
 
 CLONE_NEWNET = 0x40000000
 
@@ -58,15 +59,7 @@ def loopback_relay(netns: str, host: str, port: int) -> Iterator[None]:
 
     def pipe(a: socket.socket, b: socket.socket) -> None:
         try:
-            while not stop.is_set():
-                ready, _, _ = select.select([a, b], [], [], 0.2)
-                for sock in ready:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    (b if sock is a else a).sendall(data)
-        except OSError:
-            return
+            shuttle(a, b, stop)
         finally:
             a.close()
             b.close()

@@ -5,7 +5,6 @@ proxy, and a throwaway PKI made by the openssl command. Every thread is bounded 
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import ssl
 import struct
@@ -13,6 +12,8 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.shuttle import shuttle
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 
@@ -113,21 +114,13 @@ class HoldServer:
 
 @contextlib.contextmanager
 def connect_proxy(answer: bytes | None = None) -> Iterator[tuple[int, list[bytes]]]:
-    """A CONNECT proxy on loopback: (its port, the CONNECT heads it got). With `answer`, it
-    sends that instead of tunnelling."""
+    """A stand-in CONNECT proxy on loopback for the unit tier (the netns tier runs the real
+    tinyproxy): (its port, the CONNECT heads it got). With `answer`, it sends that instead of
+    tunnelling."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     heads: list[bytes] = []
     stop = threading.Event()
-
-    def relay(a: socket.socket, b: socket.socket) -> None:
-        while not stop.is_set():
-            ready, _, _ = select.select([a, b], [], [], 0.2)
-            for sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                (b if sock is a else a).sendall(data)
 
     def one(client: socket.socket) -> None:
         # Whatever the probe or the test does to the sockets, this thread ends quietly.
@@ -141,7 +134,7 @@ def connect_proxy(answer: bytes | None = None) -> Iterator[tuple[int, list[bytes
             host, _, port = authority.rpartition(":")
             with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as up:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                relay(client, up)
+                shuttle(client, up, stop)
 
     def serve() -> None:
         while not stop.is_set():
