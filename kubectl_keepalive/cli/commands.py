@@ -186,6 +186,7 @@ def cmd_status(ctx: Context) -> int:
             raise UsageError(f"{name}: {exc}") from None
     else:
         timeout = durations.parse_duration(args.timeout, "--timeout")
+        _check_output(ctx)
         cluster, scope = connect(ctx, all_namespaces=args.all_namespaces)
         scope = app.Scope(scope.namespace, scope.selector, scope.root_namespace,
                           scope.parallel, float(max(1, timeout)))
@@ -240,6 +241,26 @@ def _print_status(ctx: Context, report: app.StatusReport) -> None:
         else:
             ctx.out.write(gateway_table.table(report, all_namespaces=args.all_namespaces,
                                               no_headers=_get(args, "no_headers", False)))
+    except jsonpath.JSONPathError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_output(ctx: Context) -> None:
+    """kubectl builds its printer before it asks the server: a template, column spec or
+    --sort-by it cannot parse is exit 2 with nothing contacted. (-o jsonpath-file= is read
+    once, when printing: it may be stdin.)"""
+    from kubectl_keepalive.cli import columns, jsonpath
+
+    output = ctx.args.output or ""
+    try:
+        if output.startswith("jsonpath="):
+            jsonpath.compile_template(_template(output, ctx))
+        elif output.startswith("custom-columns="):
+            for _, field in columns.parse_spec(output.partition("=")[2]):
+                jsonpath.parse(field)
+        sort_by = _get(ctx.args, "sort_by")
+        if sort_by:
+            jsonpath.parse(columns.relaxed(sort_by))
     except jsonpath.JSONPathError as exc:
         raise UsageError(str(exc)) from None
 

@@ -567,12 +567,17 @@ def _text(value: Any) -> str:
     return go_sprint(value)
 
 
-def execute(template: str, document: Any, allow_missing: bool = True) -> str:
-    """The template over the document, printed as `kubectl -o jsonpath=` prints it."""
+def compile_template(template: str) -> Node:
+    """The parsed template, or the error kubectl gives for it before it asks the server."""
     try:
-        root = parse(template)
+        return parse(template)
     except JSONPathError as exc:
         raise JSONPathError(f"error parsing jsonpath {template}, {exc}") from None
+
+
+def execute(template: str, document: Any, allow_missing: bool = True) -> str:
+    """The template over the document, printed as `kubectl -o jsonpath=` prints it."""
+    root = compile_template(template)
     try:
         results = _Run(allow_missing).find(document, root.nodes)
     except JSONPathError as exc:

@@ -500,3 +500,12 @@ def test_diff_marks_only_the_lines_that_changed(env: dict[str, str]) -> None:
     # one int_value per patched port, nothing else
     assert sorted(changed) == ["+int_value: 46", "+int_value: 46",
                                "-int_value: 45", "-int_value: 45"], out
+
+
+@pytest.mark.parametrize("flags", [["-o", "jsonpath={.gateways["], ["-o", "custom-columns=A"],
+                                   ["-o", "custom-columns=A:{.x["], ["--sort-by", "{.x["]])
+def test_a_bad_output_template_is_refused_before_any_contact(env: dict[str, str],
+                                                             flags: list[str]) -> None:
+    code, out, err = run(None, env, "status", *flags)  # None: contacting the cluster fails
+    assert (code, out) == (2, ""), err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
