@@ -62,17 +62,42 @@ def test_no_proxy_ranges_and_addresses() -> None:
 
 
 @pytest.mark.parametrize(("proxy_url", "env", "names"), [
-    ("socks5://p:1080", {}, "proxy-url socks5://p:1080"),
-    ("https://p:3128", {}, "proxy-url https://p:3128"),
-    (None, {"HTTPS_PROXY": "socks5://p:1080"}, "HTTPS_PROXY socks5://p:1080"),
-    ("http://", {}, "proxy-url http://"),
+    ("socks5h://p:1080", {}, "proxy-url socks5h://p:1080"),
+    ("socks4://p:1080", {}, "proxy-url socks4://p:1080"),
+    ("ftp://p:21", {}, "proxy-url ftp://p:21"),
+    (None, {"HTTPS_PROXY": "socks4://p:1080"}, "HTTPS_PROXY socks4://p:1080"),
 ])
 def test_other_proxies_are_refused_by_name(proxy_url: str | None, env: dict[str, str],
                                            names: str) -> None:
-    with pytest.raises(UsageError, match="only http:// proxies") as refused:
+    with pytest.raises(UsageError, match="must be http, https, or socks5") as refused:
         choose(HTTPS, proxy_url, env)
     assert str(refused.value).startswith(names)
     assert ("NO_PROXY" in str(refused.value)) is (proxy_url is None)
+
+
+@pytest.mark.parametrize(("proxy_url", "env"), [
+    ("socks5://p:1080", {}),
+    ("socks5://jane:pw@p:1080", {}),
+    ("https://p:3128", {}),
+    (None, {"HTTPS_PROXY": "socks5://p:1080"}),
+    (None, {"HTTPS_PROXY": "https://jane:pw@p:3128"}),
+])
+def test_https_and_socks5_proxies_are_taken_as_kubectl_takes_them(
+        proxy_url: str | None, env: dict[str, str]) -> None:
+    found = choose(HTTPS, proxy_url, env)
+    assert found is not None and found.url == (proxy_url or next(iter(env.values())))
+
+
+@pytest.mark.parametrize("proxy_url", [
+    "http://", "socks5://jane:pw@:1080", "socks5://p:99999",
+    "socks5://j%C3%A9:pw@p:1080", "socks5://jane:p%C3%A9@p:1080",
+    "socks5://jane:" + "x" * 256 + "@p:1080",
+])
+def test_a_broken_proxy_url_is_refused_without_its_password(proxy_url: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        choose(HTTPS, proxy_url, {})
+    assert str(refused.value).startswith("proxy-url ")
+    assert "pw" not in str(refused.value) and "x" * 20 not in str(refused.value)
 
 
 @pytest.mark.parametrize(("server", "no_proxy", "bypassed"), [

@@ -347,8 +347,8 @@ def test_a_proxy_that_refuses_the_tunnel(tmp_path: Path, pki: Path, server: int,
 
 
 def test_which_failures_may_pass() -> None:
-    from kubectl_keepalive.kube.client.httppool import ProxyRefused
     from kubectl_keepalive.kube.client.transport import passing
+    from kubectl_keepalive.kube.client.tunnels import ProxyRefused
 
     assert passing(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
     assert passing(ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed (EOF)"))

@@ -3,9 +3,10 @@
 The standard library's http.client: a command makes a handful of requests to one server, and
 urllib3's import took longer than they do (benchmarks/startup.py). What this keeps of what a
 client library gives: one TLS context for every connection, the kubeconfig's tls-server-name
-for SNI and the certificate check, http:// proxies (CONNECT for an https server or a websocket,
-an absolute URL for a plain http request), idle connections reused, and an idle connection the
-server has closed noticed before a request is sent on it.
+for SNI and the certificate check, proxies (http:// and https://: CONNECT for an https server or
+a websocket, an absolute URL for a plain http request; socks5://: a tunnel for everything; the
+hops themselves are `tunnels`), idle connections reused, and an idle connection the server has
+closed noticed before a request is sent on it.
 
 A request's timeout bounds the whole request, as Go's http.Client.Timeout does: connect, the
 proxy's CONNECT, TLS, sending, the answer's head and body, and the second try on a new connection
@@ -13,8 +14,8 @@ share one deadline, so a server that trickles its answer cannot stretch it. Ever
 size bound, checked against Content-Length before anything is read and against what arrives
 while it is read: memory stays a small multiple of the bound. A redirect is never followed (the
 token would go wherever it points). Errors are left to the caller: OSError (socket.timeout,
-ssl.SSLError and ProxyRefused among them), http.client.HTTPException, AnswerTooLarge and
-Redirected.
+ssl.SSLError, tunnels.ProxyRefused and tunnels.SocksRefused among them),
+http.client.HTTPException, AnswerTooLarge and Redirected.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kubectl_keepalive.terminal import safe
+from kubectl_keepalive.kube.client import tunnels
+from kubectl_keepalive.kube.client.tunnels import time_left
 
 if TYPE_CHECKING:
     import ssl
 
-MAX_PROXY_ANSWER = 64 * 1024
 MAX_ANSWER = 64 * 1024 * 1024  # one API answer: far above a list of thousands of pods
 _READ_SIZE = 1024 * 1024
 
@@ -85,14 +86,6 @@ def proxy_authorization(proxy_url: str) -> str | None:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-class ProxyRefused(OSError):
-    """The proxy answered CONNECT with a status other than 200."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"the proxy answered CONNECT with {status} {safe(reason)}".rstrip())
-        self.status = status
-
-
 class AnswerTooLarge(Exception):
     """An answer longer than the bound: announced by Content-Length or seen while reading."""
 
@@ -121,16 +114,6 @@ def size_text(size: int) -> str:
 
 def deadline_after(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
-
-
-def time_left(deadline: float | None) -> float | None:
-    """The time until `deadline` for the next socket operation; socket.timeout once it passed."""
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise socket.timeout("timed out")
-    return left
 
 
 class _DeadlineReads(io.RawIOBase):
@@ -172,66 +155,100 @@ def _bounded_response(sock: socket.socket, *args: Any, conn: _Connection,
                                     **kwargs)
 
 
+@dataclass(frozen=True)
+class ProxyRoute:
+    """A proxy as the pool uses it: where it is, the Proxy-Authorization it gets (http and
+    https proxies; SOCKS5 takes its user info in the handshake), and for an https:// proxy the
+    TLS context and the name its certificate must carry."""
+
+    url: str
+    endpoint: Endpoint
+    authorization: str | None
+    context: ssl.SSLContext | None
+    server_name: str
+
+    @property
+    def socks(self) -> bool:
+        return self.endpoint.scheme == "socks5"
+
+
+def proxy_route(proxy_url: str, server_context: ssl.SSLContext | None,
+                tls_server_name: str | None) -> ProxyRoute:
+    """The route through `proxy_url`. As Go's net/http, TLS to an https proxy takes the API
+    server's TLS settings when the server is https (CA, client certificate, tls-server-name),
+    else the system's CAs and the proxy's own name."""
+    endpoint = Endpoint.parse(proxy_url)
+    context: ssl.SSLContext | None = None
+    if endpoint.scheme == "https":
+        if server_context is None:
+            import ssl
+
+            server_context, tls_server_name = ssl.create_default_context(), None
+        context = server_context
+    socks = endpoint.scheme == "socks5"
+    return ProxyRoute(proxy_url, endpoint, None if socks else proxy_authorization(proxy_url),
+                      context, tls_server_name or endpoint.host)
+
+
 class _Connection(http.client.HTTPConnection):
-    """One connection as the pool makes it: TCP to the server or the proxy, a CONNECT tunnel
-    when asked (written here: http.client's drops the brackets of an IPv6 target before 3.13),
-    then TLS with the pool's context and server name for an https server. Every step, and each
-    request's send and answer, runs within `deadline` (None: no bound)."""
+    """One connection as the pool makes it: TCP to the server or the proxy; through the proxy,
+    TLS to it (https://), then a CONNECT tunnel when asked, or the SOCKS5 handshake; then TLS
+    with the pool's context and server name for an https server (inside the proxy's TLS when
+    there is one). Every step, and each request's send and answer, runs within `deadline`
+    (None: no bound)."""
 
     def __init__(self, dial: Endpoint, deadline: float | None, tunnel_to: Endpoint | None,
-                 proxy_auth: str | None, context: ssl.SSLContext | None,
+                 proxy: ProxyRoute | None, context: ssl.SSLContext | None,
                  server_name: str | None) -> None:
         super().__init__(dial.host, dial.port)
         self.deadline = deadline
         self._tunnel_to = tunnel_to
-        self._proxy_auth = proxy_auth
+        self._proxy = proxy
         self._context = context
         self._server_name = server_name
         self.response_class = functools.partial(_bounded_response, conn=self)  # type: ignore
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), time_left(self.deadline))
+        sock: Any = socket.create_connection((self.host, self.port), time_left(self.deadline))
         try:
             # Small requests go out at once, as http.client's own connect() arranges.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tunnel_to is not None:
-                _open_tunnel(sock, self._tunnel_to, self._proxy_auth, self.deadline)
+            sock = self._through_proxy(sock)
             if self._context is not None:
                 # The handshake keeps one deadline over all its reads (CPython's ssl module).
                 sock.settimeout(time_left(self.deadline))
-                sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
+                if self._proxy is not None and self._proxy.context is not None:
+                    from kubectl_keepalive.kube.client.nested_tls import NestedTls
+
+                    sock = NestedTls(sock, self._context, self._server_name)
+                    sock.do_handshake()
+                else:
+                    sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
 
+    def _through_proxy(self, sock: Any) -> Any:
+        """`sock`, connected to the proxy (if any), made a way to the server."""
+        proxy, target = self._proxy, self._tunnel_to
+        if proxy is None:
+            return sock
+        if proxy.context is not None:
+            sock = tunnels.tls_to_proxy(sock, proxy.context, proxy.server_name, self.deadline)
+        if target is None:  # a plain http request, forwarded by absolute URL
+            return sock
+        to = tunnels.Target(target.host, target.port)
+        if proxy.socks:
+            tunnels.socks5_connect(sock, proxy.url, to, self.deadline)
+        else:
+            tunnels.connect_tunnel(sock, to, proxy.authorization, self.deadline)
+        return sock
+
     def send(self, data: Any) -> None:
         if self.sock is not None:  # sendall keeps one deadline over the whole buffer
             self.sock.settimeout(time_left(self.deadline))
         super().send(data)
-
-
-def _open_tunnel(sock: socket.socket, target: Endpoint, proxy_auth: str | None,
-                 deadline: float | None) -> None:
-    lines = [f"CONNECT {target.netloc} HTTP/1.1", f"Host: {target.netloc}"]
-    if proxy_auth:
-        lines.append(f"Proxy-Authorization: {proxy_auth}")
-    sock.settimeout(time_left(deadline))
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    answer = bytearray()
-    while b"\r\n\r\n" not in answer:  # a proxy says nothing more until the client speaks
-        if len(answer) > MAX_PROXY_ANSWER:
-            raise ProxyRefused(0, "(an answer too long to be one)")
-        sock.settimeout(time_left(deadline))  # a trickled answer ends at the deadline too
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionResetError("the proxy closed the connection after CONNECT")
-        answer += chunk
-    status_line = bytes(answer.split(b"\r\n", 1)[0]).decode("latin-1")
-    parts = status_line.split(" ", 2)
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    if status != 200:
-        raise ProxyRefused(status, parts[2] if len(parts) > 2 else status_line[:80])
 
 
 class HttpPool:
@@ -243,8 +260,7 @@ class HttpPool:
         self.server = Endpoint.parse(server)
         self._context = context if self.server.scheme == "https" else None
         self._server_name = server_name or self.server.host
-        self._proxy = Endpoint.parse(proxy_url) if proxy_url else None
-        self._proxy_auth = proxy_authorization(proxy_url) if proxy_url else None
+        self._proxy = proxy_route(proxy_url, self._context, server_name) if proxy_url else None
         self._maxsize = maxsize
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
@@ -283,8 +299,8 @@ class HttpPool:
         conn.putheader("Host", self.server.host_header)
         for name, value in headers:
             conn.putheader(name, value)
-        if self._proxy_auth and self._forwarded:
-            conn.putheader("Proxy-Authorization", self._proxy_auth)
+        if self._forwarded and self._proxy is not None and self._proxy.authorization:
+            conn.putheader("Proxy-Authorization", self._proxy.authorization)
         if body is not None:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body)
@@ -301,8 +317,9 @@ class HttpPool:
 
     @property
     def _forwarded(self) -> bool:
-        """Plain http through a proxy: requests go to the proxy with absolute URLs."""
-        return self._proxy is not None and self.server.scheme == "http"
+        """Plain http through an http(s) proxy: requests go to the proxy with absolute URLs
+        (a SOCKS5 proxy tunnels everything)."""
+        return self._proxy is not None and not self._proxy.socks and self.server.scheme == "http"
 
     def _target(self, path: str) -> str:
         target = self.server.prefix + path
@@ -343,10 +360,14 @@ class HttpPool:
 
     def _new(self, deadline: float | None, tunnel: bool = False) -> _Connection:
         """A connection not yet opened. Through a proxy, an https server (or a websocket)
-        gets a CONNECT tunnel; a plain http request is forwarded by absolute URL."""
-        through = self._proxy is not None and (tunnel or self.server.scheme == "https")
-        return _Connection(self._proxy or self.server, deadline,
-                           self.server if through else None, self._proxy_auth,
+        gets a tunnel; a plain http request is forwarded by absolute URL, except through
+        SOCKS5, which tunnels every connection."""
+        proxy = self._proxy
+        if proxy is None:
+            return _Connection(self.server, deadline, None, None, self._context,
+                               self._server_name)
+        through = tunnel or self.server.scheme == "https" or proxy.socks
+        return _Connection(proxy.endpoint, deadline, self.server if through else None, proxy,
                            self._context, self._server_name)
 
     def close(self) -> None:

@@ -2,9 +2,10 @@
 
 As kubectl (client-go's ProxyFromEnvironment): the kubeconfig's `proxy-url` wins; else
 HTTPS_PROXY (https servers) or HTTP_PROXY (http servers), upper or lower case, unless NO_PROXY
-matches the server; localhost and loopback addresses are never proxied. Only http:// proxies
-can carry the port-forward and exec websockets, so any other scheme is refused by name rather
-than bypassed.
+matches the server; localhost and loopback addresses are never proxied. The schemes are
+kubectl's: http://, https:// (TLS to the proxy) and socks5:// (names resolved by the proxy);
+any other is refused by name rather than bypassed. REST and the port-forward and exec
+websockets take the same route (httppool, tunnels).
 """
 
 from __future__ import annotations
@@ -39,12 +40,33 @@ def choose(server: str, proxy_url: str | None, env: Mapping[str, str]) -> Proxy 
         if not value or _bypassed(server, env):
             return None
         found = Proxy(value if "://" in value else f"http://{value}", source)
-    scheme = urllib.parse.urlsplit(found.url).scheme
-    if scheme != "http" or not urllib.parse.urlsplit(found.url).hostname:
-        hint = "" if found.source == "proxy-url" else " (or list the server in NO_PROXY)"
-        raise UsageError(f"{found.source} {masked_url(found.url)}: only http:// proxies are "
-                         f"supported, since port-forward and exec cannot tunnel otherwise{hint}")
+    _check(found)
     return found
+
+
+SCHEMES = ("http", "https", "socks5")  # client-go's list for proxy-url
+
+
+def _check(proxy: Proxy) -> None:
+    shown = f"{proxy.source} {masked_url(proxy.url)}"
+    try:
+        parts = urllib.parse.urlsplit(proxy.url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise UsageError(f"{shown}: {exc}") from None
+    if parts.scheme not in SCHEMES:
+        hint = "" if proxy.source == "proxy-url" else " (or list the server in NO_PROXY)"
+        raise UsageError(f"{shown}: unsupported scheme {parts.scheme!r}, must be http, https, "
+                         f"or socks5, as in kubectl{hint}")
+    if not parts.hostname:
+        raise UsageError(f"{shown}: no host")
+    if parts.scheme == "socks5" and parts.username is not None:
+        # RFC 1929 carries each in at most 255 bytes; the SOCKS library sends ASCII only.
+        for what, value in (("user", parts.username), ("password", parts.password or "")):
+            text = urllib.parse.unquote(value)
+            if not text.isascii() or len(text) > 255:
+                raise UsageError(f"{shown}: a SOCKS5 {what} must be ASCII, at most 255 "
+                                 "characters")
 
 
 def masked_url(url: str) -> str:

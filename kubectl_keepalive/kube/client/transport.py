@@ -141,7 +141,7 @@ class Transport:
         pool, _ = self._tls(auth)
         target = pool.server.prefix + path + (f"?{urllib.parse.urlencode(query)}"
                                               if query else "")
-        from kubectl_keepalive.kube.client.httppool import time_left
+        from kubectl_keepalive.kube.client.tunnels import time_left
 
         sock = pool.open_socket(deadline)
         try:
@@ -155,10 +155,15 @@ class Transport:
 def passing(exc: BaseException) -> bool:
     """Whether a failure to reach the server may pass by itself (waited out during a rollout):
     no answer, a reset, a TLS session cut before it began (a balancer without a backend, an API
-    server restarting), a proxy's 5xx. A certificate or a proxy's refusal will not change."""
+    server restarting), a proxy's 5xx, a SOCKS5 proxy's "unreachable". A certificate or a
+    proxy's refusal will not change."""
     import ssl
 
-    from kubectl_keepalive.kube.client.httppool import ProxyRefused
+    from kubectl_keepalive.kube.client.tunnels import (
+        ProxyCertificateError,
+        ProxyRefused,
+        SocksRefused,
+    )
 
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         return True
@@ -166,7 +171,9 @@ def passing(exc: BaseException) -> bool:
         return getattr(exc, "reason", None) == "UNEXPECTED_EOF_WHILE_READING"
     if isinstance(exc, ProxyRefused):
         return exc.status >= 500
-    return True
+    if isinstance(exc, SocksRefused):
+        return exc.passing
+    return not isinstance(exc, ProxyCertificateError)
 
 
 def _reason(exc: BaseException) -> str:
