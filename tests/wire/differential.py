@@ -142,6 +142,13 @@ def _run(command: list[str], env: dict[str, str], folder: Path, server: Recordin
                done.stderr.decode(errors="replace"), server.take(), calls)
 
 
+def run_command(command: list[str], env: dict[str, str], folder: Path,
+                server: RecordingApiServer, log_name: str = "command-exec.jsonl") -> Run:
+    """Any command line (e.g. kubectl or the plugin inside a wrapper), run and recorded as
+    `run_kubectl` and `run_plugin` run theirs."""
+    return _run(command, env, folder, server, folder / log_name, tty=False)
+
+
 def run_kubectl(flags: list[str], env: dict[str, str], folder: Path,
                 server: RecordingApiServer, tty: bool = False) -> Run:
     return _run([str(KUBECTL), *flags, "get", "--raw", ROUTE], env, folder, server,

@@ -3,7 +3,10 @@
 Per request it records what a client chose to send: scheme, method, path, Authorization, the
 Impersonate-* headers, the client certificate's subject and the TLS SNI. Every GET answers an
 empty list, which is all `kubectl get --raw` and the plugin's read-only commands need, but for
-a bearer token starting `refused-`, answered 401.
+a bearer token starting `refused-`, answered 401. Two opt-in hooks: `answers` gives fixed
+bodies for some paths (`DISCOVERY`: enough for `kubectl get pods`), and `refuse`, a test's
+callable, answers 401 to the requests it names (it may change the world first, e.g. rotate a
+token file, so the refusal and the change are one step).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import socket
 import ssl
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +25,16 @@ from tests.wire.pki import Pki
 REFUSED = "refused-"  # a bearer token starting so is answered 401
 EMPTY_LIST = json.dumps({"kind": "List", "apiVersion": "v1", "metadata": {},
                          "items": []}).encode()
+# Legacy discovery of the core group with pods only: kubectl maps `get pods` from it.
+DISCOVERY: Mapping[str, bytes] = {
+    "/api": json.dumps({"kind": "APIVersions", "versions": ["v1"],
+                        "serverAddressByClientCIDRs": []}).encode(),
+    "/apis": json.dumps({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}).encode(),
+    "/api/v1": json.dumps({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+                           "resources": [{"name": "pods", "singularName": "pod",
+                                          "namespaced": True, "kind": "Pod",
+                                          "verbs": ["get", "list"]}]}).encode(),
+}
 
 
 @dataclass(frozen=True)
@@ -55,16 +69,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the records are the output."""
 
-    def _record(self) -> None:
+    def _record(self) -> Seen:
         sock = self.connection
         cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
         impersonation = tuple((name.lower(), value) for name, value in self.headers.items()
                               if name.lower().startswith("impersonate-"))
-        self.server.owner.add(Seen(
+        seen = Seen(
             scheme="https" if isinstance(sock, ssl.SSLSocket) else "http",
             method=self.command, path=self.path.partition("?")[0],
             authorization=self.headers.get("Authorization"), impersonation=impersonation,
-            client_subject=_subject(cert), sni=getattr(sock, "wire_sni", None)))
+            client_subject=_subject(cert), sni=getattr(sock, "wire_sni", None))
+        self.server.owner.add(seen)
+        return seen
 
     def _answer(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -74,11 +90,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._record()
-        if (self.headers.get("Authorization") or "").startswith(f"Bearer {REFUSED}"):
+        seen = self._record()
+        owner = self.server.owner
+        refuse = owner.refuse
+        if ((seen.authorization or "").startswith(f"Bearer {REFUSED}")
+                or (refuse is not None and refuse(seen))):
             self._answer(401, b'{"kind":"Status","code":401,"message":"Unauthorized"}')
             return
-        self._answer(200, EMPTY_LIST)
+        self._answer(200, owner.answers.get(seen.path, EMPTY_LIST))
 
     def do_POST(self) -> None:
         self._record()
@@ -114,7 +133,9 @@ class _Server(ThreadingHTTPServer):
 class RecordingApiServer:
     """Start with `start()`, stop with `stop()`; `take()` returns and clears the records."""
 
-    def __init__(self, pki: Pki) -> None:
+    def __init__(self, pki: Pki, answers: Mapping[str, bytes] | None = None) -> None:
+        self.answers = dict(answers or {})  # path -> body of a 200 to GET, in place of a list
+        self.refuse: Callable[[Seen], bool] | None = None  # True: answer 401
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(pki.server.cert, pki.server.key)
         context.load_verify_locations(cafile=str(pki.ca.cert))

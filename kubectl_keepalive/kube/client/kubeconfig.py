@@ -365,23 +365,33 @@ def _timeout(flags: ConnectionFlags) -> float | None:
 
 def _in_cluster(namespace_flag: str | None, env: Mapping[str, str],
                 flags: ConnectionFlags) -> ResolvedConfig:
-    """The pod's service account, as client-go's InClusterConfig reads it."""
+    """The pod's service account, as client-go's in-cluster config reads it: POD_NAMESPACE
+    before the namespace file; of the connection flags only --token (in place of the token
+    file) and --certificate-authority, as kubectl (the TLS and client-certificate flags are
+    ignored there). --as and --request-timeout apply too: kubectl leaves the pod's config for
+    localhost:8080 on them, a deliberate difference (docs/credentials.md)."""
     host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
     if not port:
         raise UsageError("in a pod without a kubeconfig, but KUBERNETES_SERVICE_PORT is not set")
     host = f"[{host}]" if ":" in host else host
     base = Path(SERVICE_ACCOUNT_DIR)
-    cluster = {"server": f"https://{host}:{port}", "certificate-authority": str(base / "ca.crt")}
-    user = {"tokenFile": str(base / "token")}
+    ca = _abspath(flags.certificate_authority) if flags.certificate_authority else None
+    cluster = {"server": f"https://{host}:{port}",
+               "certificate-authority": ca or str(base / "ca.crt")}
+    user: dict[str, Any] = ({"token": flags.token} if flags.token
+                            else {"tokenFile": str(base / "token")})
+    user.update({key: value for key, value in (("as", flags.as_user),
+                                                ("as-groups", list(flags.as_groups)),
+                                                ("as-uid", flags.as_uid)) if value})
+    namespace = env.get("POD_NAMESPACE", "")
     try:
-        namespace = (base / "namespace").read_text(encoding="utf-8").strip()
+        namespace = namespace or (base / "namespace").read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         namespace = ""
-    cluster = _override_cluster(cluster, flags)
     return ResolvedConfig(
         config={}, context="in-cluster", namespace=namespace_flag or namespace or "default",
-        namespace_from_flag=bool(namespace_flag), server=str(cluster.get("server", "")),
-        files=(), cluster=cluster, user=_override_user(user, flags),
+        namespace_from_flag=bool(namespace_flag), server=str(cluster["server"]),
+        files=(), cluster=cluster, user=user,
         cluster_name="in-cluster", user_name="serviceaccount", cluster_origin=str(base),
         user_origin=str(base), in_cluster=True, request_timeout=_timeout(flags))
 
@@ -411,6 +421,11 @@ def resolve(
     files = kubeconfig_files(kubeconfig_flag, env)
     if (not files and not context_flag and not flags.server
             and env.get("KUBERNETES_SERVICE_HOST")):
+        if flags.user or flags.cluster:  # kubectl refuses them too: no kubeconfig names them
+            named = (f"user {_quoted(flags.user)}" if flags.user
+                     else f"cluster {_quoted(flags.cluster or '')}")
+            raise UsageError(f"{named} does not exist: there is no kubeconfig, only the pod's "
+                             "service account")
         return _in_cluster(namespace_flag, env, flags)
     merged = _merge(files)
     config = merged.config

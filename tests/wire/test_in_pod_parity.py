@@ -1,0 +1,193 @@
+"""The real kubectl and the plugin in a pod, and on a rotated token file, live.
+
+In a pod: each command runs in a private mount namespace (`unshare --mount --propagation
+private`, root) where a tmpfs makes client-go's fixed service-account folder hold a token, the
+test CA's ca.crt and a namespace; KUBERNETES_SERVICE_HOST/PORT name the recording server, HOME
+is empty and there is no kubeconfig. Nothing is mounted in the machine's own namespace. kubectl
+runs `get pods` (the recorder serves the discovery it needs), the plugin `status`: where kubectl
+reaches the recorder, the plugin sends the same credentials and SNI to the same namespace;
+where kubectl fails, the plugin fails; where a case is a deliberate difference
+(docs/credentials.md), kubectl must still not reach the recorder and the plugin must use the
+service account.
+
+Token-file rotation: the recorder refuses token A once the test has rotated the file to B.
+kubectl is the oracle for what the file says: its next run sends B, and the plugin's retry must
+send that same token.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.wire import differential
+from tests.wire.differential import Run, Shape
+from tests.wire.pki import Pki
+from tests.wire.recorder import DISCOVERY, RecordingApiServer, Seen
+
+pytestmark = pytest.mark.wire
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # client-go's, fixed
+SA_TOKEN = "secret-service-account-token"
+SA_NAMESPACE = "pod-namespace"
+# Inside the private namespace: a tmpfs on the deepest folder of the service-account path that
+# exists, the rest of the path made in it, the files copied, then the command itself.
+IN_NAMESPACE = r"""set -eu
+mount -t tmpfs -o size=1m,mode=0755 wire-serviceaccount "$1"
+mkdir -p "$2"
+cp "$3/token" "$3/ca.crt" "$3/namespace" "$2/"
+shift 3
+exec "$@"
+"""
+TIMEOUT_SKIPS = ("kubectl leaves the in-cluster config for localhost:8080 when a connection "
+                 "flag sets anything but the token, CA or namespace; the plugin keeps the "
+                 "service account (a flag that bounds time or names whom to impersonate "
+                 "should not change who you are)")
+
+
+@dataclass(frozen=True)
+class PodCase:
+    """Flags and environment for both tools in the pod. `differs`: the deliberate difference
+    (kubectl skips the in-cluster config, the plugin keeps the service account)."""
+
+    id: str
+    flags: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    differs: str = ""
+    wrong_ca: bool = False  # the pod's ca.crt is an unrelated CA
+
+
+POD_CASES = [
+    PodCase("service-account"),
+    PodCase("namespace-flag", ("-n", "other")),
+    PodCase("token-flag", ("--token", "secret-flag-token")),
+    PodCase("token-and-namespace-flags", ("--token", "secret-flag-token", "-n", "other")),
+    PodCase("pod-namespace-env", env={"POD_NAMESPACE": "env-namespace"}),
+    PodCase("pod-namespace-env-and-flag", ("-n", "other"),
+            env={"POD_NAMESPACE": "env-namespace"}),
+    PodCase("ca-flag", ("--certificate-authority", "{ca}")),
+    PodCase("ca-flag-wrong", ("--certificate-authority", "{other_ca}")),
+    PodCase("insecure-flag-wrong-pod-ca", ("--insecure-skip-tls-verify",), wrong_ca=True),
+    PodCase("ca-flag-over-wrong-pod-ca", ("--certificate-authority", "{ca}"), wrong_ca=True),
+    PodCase("tls-server-name-flag", ("--tls-server-name", "kube.wire.test")),
+    PodCase("client-certificate-flags", ("--client-certificate", "{alice_crt}",
+                                         "--client-key", "{alice_key}")),
+    PodCase("request-timeout-zero", ("--request-timeout", "0")),
+    PodCase("user-flag", ("--user", "u")),
+    PodCase("cluster-flag", ("--cluster", "k")),
+    PodCase("context-flag", ("--context", "c")),
+    PodCase("service-host-by-name", env={"KUBERNETES_SERVICE_HOST": "localhost"}),
+    PodCase("service-port-unset", env={"KUBERNETES_SERVICE_PORT": ""}),
+    PodCase("request-timeout", ("--request-timeout", "5s"), differs=TIMEOUT_SKIPS),
+    PodCase("as-flag", ("--as", "jane"), differs=TIMEOUT_SKIPS),
+]
+
+
+@pytest.fixture(scope="module")
+def server(pki: Pki) -> Iterator[RecordingApiServer]:
+    """A recorder of this module's own, serving the discovery `kubectl get pods` reads."""
+    recorder = RecordingApiServer(pki, DISCOVERY).start()
+    yield recorder
+    recorder.stop()
+
+
+def _mount_point() -> Path:
+    """The deepest existing folder of the service-account path, links resolved (on Debian
+    /var/run is /run): the tmpfs goes there, in the private namespace only."""
+    path = Path(os.path.realpath(SERVICE_ACCOUNT_DIR))
+    while not path.is_dir():
+        path = path.parent
+    if path == Path("/"):
+        raise RuntimeError(f"no folder of {SERVICE_ACCOUNT_DIR} but / exists: will not hide /")
+    return path
+
+
+@pytest.fixture(scope="module")
+def in_pod() -> Path:
+    """Root and unshare(1), checked once by making a mount namespace (a skip, which fails
+    under CI=true). The mount point it returns is used only inside such namespaces."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("the in-pod cases need root and unshare (util-linux)")
+    probe = subprocess.run([unshare, "--mount", "--propagation", "private", "--", "true"],
+                           capture_output=True, timeout=30, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace: {probe.stderr.decode(errors='replace')}")
+    return _mount_point()
+
+
+def _service_account(folder: Path, pki: Pki, wrong_ca: bool) -> Path:
+    source = folder / "serviceaccount"
+    source.mkdir()
+    (source / "token").write_text(SA_TOKEN + "\n")
+    (source / "namespace").write_text(SA_NAMESPACE + "\n")
+    shutil.copyfile((pki.other_ca if wrong_ca else pki.ca).cert, source / "ca.crt")
+    return source
+
+
+def _wrapped(command: list[str], mount_point: Path, source: Path) -> list[str]:
+    if source.resolve().is_relative_to(mount_point):
+        raise RuntimeError(f"{source} would be hidden by the tmpfs on {mount_point}")
+    return [str(shutil.which("unshare")), "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", IN_NAMESPACE, "sh", str(mount_point), SERVICE_ACCOUNT_DIR,
+            str(source), *command]
+
+
+def _credentials(seen: Seen) -> tuple[object, ...]:
+    ordered = tuple(sorted(seen.impersonation, key=lambda pair: pair[0]))
+    return (seen.scheme, seen.authorization, ordered, seen.client_subject, seen.sni)
+
+
+def _pods_paths(run: Run) -> set[str]:
+    return {seen.path for seen in run.seen if seen.path.endswith("/pods")}
+
+
+def _show(run: Run) -> str:
+    return f"exit {run.code}\nstderr: {run.stderr[-1500:]}\nseen: {run.seen}"
+
+
+@pytest.mark.netns  # root, for the mount namespace
+@pytest.mark.parametrize("case", POD_CASES, ids=[case.id for case in POD_CASES])
+def test_in_a_pod_the_plugin_does_what_kubectl_does(case: PodCase, server: RecordingApiServer,
+                                                    pki: Pki, in_pod: Path,
+                                                    tmp_path: Path) -> None:
+    differential.ensure_kubectl()
+    folder = tmp_path / "pod"
+    pod_env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "{tls_port}",
+               **case.env}
+    flags, env, _ = differential.prepare(Shape(case.id, None, case.flags, pod_env), server,
+                                         pki, folder)
+    assert "KUBECONFIG" not in env and not any((folder / "home").iterdir())
+    source = _service_account(folder, pki, case.wrong_ca)
+    kubectl = differential.run_command(
+        _wrapped([str(differential.KUBECTL), *flags, "get", "pods", "-o", "json"], in_pod,
+                 source), env, folder, server, "kubectl-exec.jsonl")
+    plugin = differential.run_command(
+        _wrapped([sys.executable, "-m", "kubectl_keepalive", *flags, "status", "-o", "json"],
+                 in_pod, source), env, folder, server, "plugin-exec.jsonl")
+    context = f"\nkubectl: {_show(kubectl)}\nplugin: {_show(plugin)}"
+    if case.differs:
+        assert kubectl.code != 0 and not kubectl.seen, "no longer a difference" + context
+        assert plugin.code == 0, context
+        assert plugin.seen and all(s.authorization == f"Bearer {SA_TOKEN}"
+                                   for s in plugin.seen), context
+    elif kubectl.code == 0:
+        assert kubectl.seen, "kubectl succeeded without a request" + context
+        assert plugin.code == 0, "kubectl succeeded, the plugin did not" + context
+        wanted = {_credentials(seen) for seen in kubectl.seen}
+        assert len(wanted) == 1, context
+        assert plugin.seen and {_credentials(s) for s in plugin.seen} == wanted, context
+        assert _pods_paths(plugin) == _pods_paths(kubectl), "another namespace" + context
+    else:
+        assert plugin.code in (2, 3), "kubectl failed, the plugin did not fail so" + context
+        lines = plugin.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), context
+        assert not plugin.seen, "kubectl failed, the plugin sent requests" + context
+    assert SA_TOKEN not in plugin.stdout + plugin.stderr, context
