@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,18 +31,21 @@ from tests.wire import differential
 from tests.wire.differential import Run, Shape
 from tests.wire.pki import Pki
 from tests.wire.recorder import DISCOVERY, RecordingApiServer, Seen
+from tests.wire.shapes import kc
 
 pytestmark = pytest.mark.wire
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # client-go's, fixed
 SA_TOKEN = "secret-service-account-token"
 SA_NAMESPACE = "pod-namespace"
+TOKEN_A, TOKEN_B = "secret-rotated-token-A", "secret-rotated-token-B"
 # Inside the private namespace: a tmpfs on the deepest folder of the service-account path that
-# exists, the rest of the path made in it, the files copied, then the command itself.
+# exists, the rest of the path made in it, the test's folder bound there (so the test can
+# rotate the token, as the kubelet does), then the command itself.
 IN_NAMESPACE = r"""set -eu
 mount -t tmpfs -o size=1m,mode=0755 wire-serviceaccount "$1"
 mkdir -p "$2"
-cp "$3/token" "$3/ca.crt" "$3/namespace" "$2/"
+mount --bind "$3" "$2"
 shift 3
 exec "$@"
 """
@@ -191,3 +194,107 @@ def test_in_a_pod_the_plugin_does_what_kubectl_does(case: PodCase, server: Recor
         assert len(lines) == 1 and lines[0].startswith("error: "), context
         assert not plugin.seen, "kubectl failed, the plugin sent requests" + context
     assert SA_TOKEN not in plugin.stdout + plugin.stderr, context
+
+
+# -- token-file rotation -------------------------------------------------------------------------
+
+def _revoke_on_arrival(token_file: Path) -> Callable[[Seen], bool]:
+    """The server's side of a rotation that races a request: the moment token A arrives, the
+    file is rotated to B and A is answered 401 (and stays revoked)."""
+    def refuse(seen: Seen) -> bool:
+        if seen.authorization != f"Bearer {TOKEN_A}":
+            return False
+        token_file.write_text(TOKEN_B + "\n")
+        return True
+    return refuse
+
+
+def _rotated_under_a_request(server: RecordingApiServer, token_file: Path,
+                             kubectl: Callable[[], Run], plugin: Callable[[], Run]) -> None:
+    """kubectl sends A, is refused and fails; its next run sends what the file says now. The
+    plugin sends A, re-reads the file and retries once with what kubectl's next run sent."""
+    token_file.write_text(TOKEN_A + "\n")
+    server.refuse = _revoke_on_arrival(token_file)
+    try:
+        first, following = kubectl(), kubectl()
+        token_file.write_text(TOKEN_A + "\n")  # the same story again, for the plugin
+        ours = plugin()
+    finally:
+        server.refuse = None
+    context = f"\nkubectl: {_show(first)}\nkubectl next: {_show(following)}\nplugin: {_show(ours)}"
+    assert first.code != 0, "kubectl retried after the 401 now" + context
+    assert [s.authorization for s in first.seen] == [f"Bearer {TOKEN_A}"], context
+    assert following.code == 0 and following.seen, context
+    rotated = {s.authorization for s in following.seen}
+    assert rotated == {f"Bearer {TOKEN_B}"}, "kubectl's next run sent another token" + context
+    assert ours.code == 0, context
+    sent = [s.authorization for s in ours.seen]
+    assert sent[:2] == [first.seen[0].authorization, *rotated], context
+    assert set(sent[2:]) <= rotated, context
+    assert TOKEN_A not in ours.stdout + ours.stderr and TOKEN_B not in ours.stdout + ours.stderr
+
+
+def _token_file_user(server: RecordingApiServer, pki: Pki, folder: Path
+                     ) -> tuple[list[str], dict[str, str], Path]:
+    shape = Shape("token-file-rotation", kc(user={"tokenFile": "tok"}),
+                  files={"tok": TOKEN_A + "\n"})
+    flags, env, _ = differential.prepare(shape, server, pki, folder)
+    return flags, env, folder / "tok"
+
+
+def test_a_token_file_rotated_under_a_request(server: RecordingApiServer, pki: Pki,
+                                              tmp_path: Path) -> None:
+    """The deliberate 401 difference of docs/credentials.md, for a tokenFile, measured."""
+    differential.ensure_kubectl()
+    folder = tmp_path / "shape"
+    flags, env, token_file = _token_file_user(server, pki, folder)
+    _rotated_under_a_request(
+        server, token_file,
+        lambda: differential.run_kubectl(flags, env, folder, server),
+        lambda: differential.run_plugin(flags, env, folder, server))
+
+
+def test_a_token_file_rotated_between_runs(server: RecordingApiServer, pki: Pki,
+                                           tmp_path: Path) -> None:
+    """Both read the file on each run: before the rotation both send A, after it (A revoked)
+    both send B, and the plugin sends exactly what kubectl sends each time."""
+    differential.ensure_kubectl()
+    folder = tmp_path / "shape"
+    flags, env, token_file = _token_file_user(server, pki, folder)
+    sent: list[set[str | None]] = []
+    try:
+        for rotate in (False, True):
+            if rotate:
+                token_file.write_text(TOKEN_B + "\n")
+                server.refuse = lambda seen: seen.authorization == f"Bearer {TOKEN_A}"
+            kubectl = differential.run_kubectl(flags, env, folder, server)
+            plugin = differential.run_plugin(flags, env, folder, server)
+            context = f"\nkubectl: {_show(kubectl)}\nplugin: {_show(plugin)}"
+            assert kubectl.code == 0 and plugin.code == 0, context
+            wanted = {_credentials(seen) for seen in kubectl.seen}
+            assert len(wanted) == 1, context
+            assert {_credentials(seen) for seen in plugin.seen} == wanted, context
+            sent.append({seen.authorization for seen in kubectl.seen})
+    finally:
+        server.refuse = None
+    assert sent == [{f"Bearer {TOKEN_A}"}, {f"Bearer {TOKEN_B}"}], sent
+
+
+@pytest.mark.netns  # root, for the mount namespace
+def test_in_a_pod_a_service_account_token_rotated_under_a_request(
+        server: RecordingApiServer, pki: Pki, in_pod: Path, tmp_path: Path) -> None:
+    """The kubelet rotates the projected token in place: the same 401 story in a pod."""
+    differential.ensure_kubectl()
+    folder = tmp_path / "pod"
+    pod_env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "{tls_port}"}
+    flags, env, _ = differential.prepare(Shape("pod-rotation", None, (), pod_env), server, pki,
+                                         folder)
+    source = _service_account(folder, pki, wrong_ca=False)
+    kubectl = _wrapped([str(differential.KUBECTL), *flags, "get", "--raw", differential.ROUTE],
+                       in_pod, source)
+    plugin = _wrapped([sys.executable, "-m", "kubectl_keepalive", *flags, "status", "-o",
+                       "json"], in_pod, source)
+    _rotated_under_a_request(
+        server, source / "token",
+        lambda: differential.run_command(kubectl, env, folder, server, "kubectl-exec.jsonl"),
+        lambda: differential.run_command(plugin, env, folder, server, "plugin-exec.jsonl"))
