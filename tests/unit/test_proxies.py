@@ -81,6 +81,7 @@ def test_other_proxies_are_refused_by_name(proxy_url: str | None, env: dict[str,
     ("https://p:3128", {}),
     (None, {"HTTPS_PROXY": "socks5://p:1080"}),
     (None, {"HTTPS_PROXY": "https://jane:pw@p:3128"}),
+    (None, {"HTTPS_PROXY": "socks5h://p:1080"}),  # Go's net/http takes it from the environment
 ])
 def test_https_and_socks5_proxies_are_taken_as_kubectl_takes_them(
         proxy_url: str | None, env: dict[str, str]) -> None:

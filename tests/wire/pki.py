@@ -73,3 +73,11 @@ def make(folder: Path) -> Pki:
     alice = _leaf(folder, ca, "alice", "/O=devs/CN=alice", client)
     bob = _leaf(folder, ca, "bob", "/CN=bob", client)
     return Pki(ca, other, server, alice, bob)
+
+
+def server_pair(folder: Path, ca: Pair, name: str) -> Pair:
+    """A server certificate signed by `ca` for the same names as the API server's (a proxy's
+    certificate, by the right CA or the wrong one)."""
+    return _leaf(folder, ca, name, f"/CN={name}",
+                 "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
+                 f"subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost,DNS:{SERVER_NAME}\n")

@@ -169,7 +169,7 @@ class ProxyRoute:
 
     @property
     def socks(self) -> bool:
-        return self.endpoint.scheme == "socks5"
+        return self.endpoint.scheme in ("socks5", "socks5h")
 
 
 def proxy_route(proxy_url: str, server_context: ssl.SSLContext | None,
@@ -185,7 +185,7 @@ def proxy_route(proxy_url: str, server_context: ssl.SSLContext | None,
 
             server_context, tls_server_name = ssl.create_default_context(), None
         context = server_context
-    socks = endpoint.scheme == "socks5"
+    socks = endpoint.scheme in ("socks5", "socks5h")
     return ProxyRoute(proxy_url, endpoint, None if socks else proxy_authorization(proxy_url),
                       context, tls_server_name or endpoint.host)
 

@@ -45,6 +45,9 @@ def choose(server: str, proxy_url: str | None, env: Mapping[str, str]) -> Proxy 
 
 
 SCHEMES = ("http", "https", "socks5")  # client-go's list for proxy-url
+# Go's net/http also takes socks5h from the environment: a name resolved by the proxy, which
+# is what socks5 does in Go (and here) already.
+ENV_SCHEMES = (*SCHEMES, "socks5h")
 
 
 def _check(proxy: Proxy) -> None:
@@ -54,13 +57,13 @@ def _check(proxy: Proxy) -> None:
         parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError as exc:
         raise UsageError(f"{shown}: {exc}") from None
-    if parts.scheme not in SCHEMES:
+    if parts.scheme not in (SCHEMES if proxy.source == "proxy-url" else ENV_SCHEMES):
         hint = "" if proxy.source == "proxy-url" else " (or list the server in NO_PROXY)"
         raise UsageError(f"{shown}: unsupported scheme {parts.scheme!r}, must be http, https, "
                          f"or socks5, as in kubectl{hint}")
     if not parts.hostname:
         raise UsageError(f"{shown}: no host")
-    if parts.scheme == "socks5" and parts.username is not None:
+    if parts.scheme.startswith("socks5") and parts.username is not None:
         # RFC 1929 carries each in at most 255 bytes; the SOCKS library sends ASCII only.
         for what, value in (("user", parts.username), ("password", parts.password or "")):
             text = urllib.parse.unquote(value)
