@@ -65,6 +65,7 @@ class PodCase:
     env: Mapping[str, str] = field(default_factory=dict)
     differs: str = ""
     wrong_ca: bool = False  # the pod's ca.crt is an unrelated CA
+    no_token: bool = False  # the service-account folder has no token file
 
 
 POD_CASES = [
@@ -90,6 +91,8 @@ POD_CASES = [
     PodCase("service-port-unset", env={"KUBERNETES_SERVICE_PORT": ""}),
     PodCase("request-timeout", ("--request-timeout", "5s"), differs=TIMEOUT_SKIPS),
     PodCase("as-flag", ("--as", "jane"), differs=TIMEOUT_SKIPS),
+    PodCase("as-group-flag-without-as", ("--as-group", "devs")),
+    PodCase("token-file-missing", no_token=True),
 ]
 
 
@@ -126,10 +129,12 @@ def in_pod() -> Path:
     return _mount_point()
 
 
-def _service_account(folder: Path, pki: Pki, wrong_ca: bool) -> Path:
+def _service_account(folder: Path, pki: Pki, wrong_ca: bool = False,
+                     no_token: bool = False) -> Path:
     source = folder / "serviceaccount"
     source.mkdir()
-    (source / "token").write_text(SA_TOKEN + "\n")
+    if not no_token:
+        (source / "token").write_text(SA_TOKEN + "\n")
     (source / "namespace").write_text(SA_NAMESPACE + "\n")
     shutil.copyfile((pki.other_ca if wrong_ca else pki.ca).cert, source / "ca.crt")
     return source
@@ -168,7 +173,7 @@ def test_in_a_pod_the_plugin_does_what_kubectl_does(case: PodCase, server: Recor
     flags, env, _ = differential.prepare(Shape(case.id, None, case.flags, pod_env), server,
                                          pki, folder)
     assert "KUBECONFIG" not in env and not any((folder / "home").iterdir())
-    source = _service_account(folder, pki, case.wrong_ca)
+    source = _service_account(folder, pki, case.wrong_ca, case.no_token)
     kubectl = differential.run_command(
         _wrapped([str(differential.KUBECTL), *flags, "get", "pods", "-o", "json"], in_pod,
                  source), env, folder, server, "kubectl-exec.jsonl")
@@ -289,7 +294,7 @@ def test_in_a_pod_a_service_account_token_rotated_under_a_request(
     pod_env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "{tls_port}"}
     flags, env, _ = differential.prepare(Shape("pod-rotation", None, (), pod_env), server, pki,
                                          folder)
-    source = _service_account(folder, pki, wrong_ca=False)
+    source = _service_account(folder, pki)
     kubectl = _wrapped([str(differential.KUBECTL), *flags, "get", "--raw", differential.ROUTE],
                        in_pod, source)
     plugin = _wrapped([sys.executable, "-m", "kubectl_keepalive", *flags, "status", "-o",
