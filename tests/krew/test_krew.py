@@ -211,7 +211,7 @@ def test_archive_runs_from_its_own_directory_only(built: Build) -> None:
     # Every runtime dependency is inside, and nothing else: no Kubernetes client, no tests.
     packages = {n.split("/")[1] for n in names if n.startswith("lib/") and n.count("/") >= 1}
     code = {p for p in packages if not p.endswith(".dist-info")}
-    assert code == {"kubectl_keepalive", "yaml", "jsonpatch.py", "jsonpointer.py"}
+    assert code == {"kubectl_keepalive", "yaml", "jsonpatch.py", "jsonpointer.py", "python_socks"}
     assert not any("/tests/" in n for n in names)
     assert not any(n.endswith((".so", ".pyd", ".pyc")) for n in names)
 
@@ -517,16 +517,45 @@ def lab_kubeconfig(lab: Lab) -> str:
     return lab.kubeconfig
 
 
+@pytest.fixture(scope="module")
+def socks_kubeconfig(lab_kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[str]:
+    """The lab's kubeconfig with every cluster behind Debian's microsocks (SOCKS5) on loopback:
+    the archive's own python-socks must carry the commands on every Python."""
+    if shutil.which("microsocks") is None:
+        pytest.skip("needs microsocks (scripts/netlab-deps.sh installs it)")
+    from tests.wire.recorder import free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("socks") / "microsocks.log"
+    with log.open("wb") as out:
+        proxy = subprocess.Popen(["microsocks", "-i", "127.0.0.1", "-p", str(port)],
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        config = yaml.safe_load(Path(lab_kubeconfig).read_text())
+        for cluster in config["clusters"]:
+            cluster["cluster"]["proxy-url"] = f"socks5://127.0.0.1:{port}"
+        path = log.with_name("kubeconfig")
+        path.write_text(yaml.safe_dump(config))
+        yield str(path)
+    finally:
+        proxy.kill()
+        proxy.wait(10)
+    assert "connected to" in log.read_text(), "no command went through the SOCKS5 proxy"
+
+
 FIRST_CLUSTER_COMMAND_S = 2.0  # measured about 0.5 s (benchmarks/krew_startup.py); was 2.4 s
 
 
 @pytest.mark.cluster
 @pytest.mark.parametrize(("name", "python"), _interpreters(), ids=[i[0] for i in _interpreters()])
-def test_plugin_runs_on_each_python(built: Build, krew: Krew, lab_kubeconfig: str, name: str,
+def test_plugin_runs_on_each_python(built: Build, krew: Krew, lab_kubeconfig: str,
+                                    socks_kubeconfig: str, name: str,
                                     python: str | None) -> None:
     """Installed by krew, run by kubectl with KUBECTL_KEEPALIVE_PYTHON: version, --help, a
-    golden dump, and the first `status` against the lab right after install (bytecode not yet
-    cached, so it also proves every module it imports compiles on this Python)."""
+    golden dump, the first `status` against the lab right after install (bytecode not yet
+    cached, so it also proves every module it imports compiles on this Python), and `status`
+    again through a SOCKS5 proxy (the bundled python-socks on this Python)."""
     if python is None:
         pytest.skip(f"no {name} interpreter on this machine")
     minor = _minor(python)
@@ -542,6 +571,13 @@ def test_plugin_runs_on_each_python(built: Build, krew: Krew, lab_kubeconfig: st
     pods = json.loads(first.stdout)["gateways"][0]["pods"]
     assert pods and all(p["listeners"] for p in pods), first.stdout[:2000]
     assert first_s < FIRST_CLUSTER_COMMAND_S, f"first cluster command took {first_s:.2f} s"
+    proxied = krew.run("kubectl", "keepalive", "status", "-n", "istio-system", "-l",
+                       "app=istio-ingressgateway", "-o", "json",
+                       KUBECTL_KEEPALIVE_PYTHON=python, KUBECONFIG=socks_kubeconfig)
+    assert proxied.returncode == 0, (python, proxied.stderr)
+    through = json.loads(proxied.stdout)["gateways"][0]["pods"]
+    assert [(p["name"], [lst["port"] for lst in p["listeners"]]) for p in through] == \
+        [(p["name"], [lst["port"] for lst in p["listeners"]]) for p in pods]
 
     version = krew.run("kubectl", "keepalive", "version", KUBECTL_KEEPALIVE_PYTHON=python)
     assert version.returncode == 0, (python, version.stderr)
