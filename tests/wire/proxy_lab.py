@@ -12,14 +12,13 @@ Every process is started on a free loopback port, waited for, and killed by pid 
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from tests.support import processes
 from tests.wire import pki as pki_module
 from tests.wire.pki import Pki
 from tests.wire.recorder import free_port
@@ -128,13 +127,7 @@ class ProxyLab:
 
     def stop(self) -> None:
         for process in self._processes:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(process.pid, signal.SIGKILL)
-                    process.wait(10)
+            processes.stop(process)
         self._processes.clear()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support import processes
 from tests.wire.differential import KUBECTL
 
 pytestmark = [pytest.mark.wire, pytest.mark.netns]
@@ -117,12 +117,7 @@ class ProxyNamespace:
 
     def stop(self) -> None:
         for proxy in self._proxies:
-            os.kill(proxy.pid, signal.SIGTERM)
-            try:
-                proxy.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proxy.pid, signal.SIGKILL)
-                proxy.wait(10)
+            processes.stop(proxy)
         subprocess.run(["ip", "netns", "del", self.name], timeout=30, check=False)
 
     def proxied(self, command: list[str], env: dict[str, str]) -> tuple[list[str], str]:

@@ -9,10 +9,11 @@ given T seconds ends within T, however the records trickle in.
 from __future__ import annotations
 
 import io
-import socket
 import ssl
 import time
 from typing import Any, Callable, TypeVar
+
+from kubectl_keepalive.kube.client.tunnels import time_left
 
 _RECV_SIZE = 256 * 1024
 _T = TypeVar("_T")
@@ -46,22 +47,14 @@ class NestedTls:
             self._flush(deadline)
             return result
 
-    def _left(self, deadline: float | None) -> float | None:
-        if deadline is None:
-            return None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("timed out")
-        return left
-
     def _flush(self, deadline: float | None) -> None:
         data = self._outgoing.read()
         if data:
-            self._outer.settimeout(self._left(deadline))
+            self._outer.settimeout(time_left(deadline))
             self._outer.sendall(data)
 
     def _fill(self, deadline: float | None) -> None:
-        self._outer.settimeout(self._left(deadline))
+        self._outer.settimeout(time_left(deadline))
         chunk = self._outer.recv(_RECV_SIZE)
         if chunk:
             self._incoming.write(chunk)
