@@ -14,7 +14,8 @@ the proxy can resolve: each proxy runs in a mount namespace whose /etc/hosts has
 clients in one whose resolver is loopback (no DNS query leaves the machine). A connection that
 went around the proxy would fail, not pass unseen. The real kubectl goes through the same proxy
 first: the oracle that the proxy, its certificate and the name are ones kubectl accepts. A
-wrong SOCKS password is one `error:` line and exit 3, where kubectl fails too.
+wrong SOCKS password, and an https:// proxy whose certificate comes from a CA the kubeconfig
+does not trust, are each one `error:` line and exit 3, where kubectl fails too.
 """
 
 from __future__ import annotations
@@ -195,15 +196,28 @@ def _proxy_certificate(folder: Path, ca_cert: Path, ca_key: Path) -> tuple[Path,
     return cert, key
 
 
+def _other_ca(folder: Path) -> tuple[Path, Path]:
+    """A CA of the test's own, which the lab kubeconfig does not trust."""
+    cert, key = folder / "other-ca.crt", folder / "other-ca.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+                    "-subj", "/CN=keepalive-test other CA", "-days", "1", "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 def _https_proxy(stack: contextlib.ExitStack, folder: Path, kubeconfig: dict[str, Any],
-                 api_port: int) -> RunningProxy:
-    """stunnel (TLS) in front of tinyproxy (CONNECT to the API server's port only)."""
+                 api_port: int, trusted: bool = True) -> RunningProxy:
+    """stunnel (TLS) in front of tinyproxy (CONNECT to the API server's port only); its
+    certificate from the lab API server's CA, or (`trusted=False`) from another."""
     _needs("stunnel4", "tinyproxy", "openssl", "timeout", "unshare")
     ca_path = kubeconfig["clusters"][0]["cluster"].get("certificate-authority")
     assert ca_path, "the lab kubeconfig names its CA by file (lab/cluster-up.sh, kwok's pki)"
     ca_cert = Path(ca_path)
     ca_key = ca_cert.with_name("ca.key")
     assert ca_key.is_file(), f"no CA key beside {ca_cert}: kwok's pki keeps it there"
+    if not trusted:
+        ca_cert, ca_key = _other_ca(folder)
     cert, key = _proxy_certificate(folder, ca_cert, ca_key)
 
     tiny_port, tls_port = _free_port(), _free_port()
@@ -352,3 +366,23 @@ def test_wrong_socks_password_is_one_error_line_and_exit_3(lab: Lab, tmp_path: P
     for secret in (password, wrong):
         assert secret not in done.stderr and secret not in done.stdout
     assert tunnels == 0, "the proxy connected to the API server for a refused client"
+
+
+def test_https_proxy_with_a_certificate_the_kubeconfig_does_not_trust_is_refused(
+        lab: Lab, tmp_path: Path) -> None:
+    """TLS to an https:// proxy is checked against the API server's CA, as kubectl checks it:
+    a proxy certificate from another CA fails both, before anything reaches the proxy."""
+    config = _lab_config(lab)
+    target = f"{API_NAME}:{_target(config)[1]}"
+    with contextlib.ExitStack() as stack:
+        running = _https_proxy(stack, tmp_path, config, _target(config)[1], trusted=False)
+        client = _client(lab, config, tmp_path, running.url)
+        oracle = client.kubectl("get", "--raw", "/readyz")
+        assert oracle.returncode != 0, "kubectl trusted a proxy certificate of another CA"
+        done, tunnels = running.tunnels_during(target, lambda: client.keepalive(*STATUS))
+    assert done.returncode == 3, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "proxy 127.0.0.1" in lines[0], lines[0]  # the proxy is named, not the server
+    assert tunnels == 0, "a CONNECT went through a proxy whose certificate failed the check"
