@@ -23,15 +23,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +38,8 @@ import pytest
 import yaml
 
 from tests.cluster.conftest import Lab
+from tests.support import processes
+from tests.wire.recorder import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -97,37 +95,6 @@ def _needs(*tools: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} (scripts/netlab-deps.sh installs them)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], what: str,
-                    output: Path) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        if process.poll() is not None:
-            said = output.read_text(errors="replace")[-2000:]
-            raise AssertionError(f"{what} exited {process.returncode} before it listened: "
-                                 f"{said}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not listen on 127.0.0.1:{port} within 15 s")
-        time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
 def _with_file(source: Path, target: str) -> list[str]:
     """The prefix that runs a command in a mount namespace of its own where `target` shows the
     contents of `source` (the machine's own file is untouched)."""
@@ -157,14 +124,14 @@ def _start(stack: contextlib.ExitStack, argv: list[str], output: Path, port: int
     with output.open("ab") as out:
         process = subprocess.Popen(["timeout", "-k", "5", str(PROXY_LIFETIME), *prefix, *argv],
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    stack.callback(_stop, process)
-    _wait_listening(port, process, what, output)
+    stack.callback(processes.stop, process)
+    processes.wait_listening(port, what, process, output)
 
 
 def _microsocks(stack: contextlib.ExitStack, folder: Path,
                 password: str | None) -> RunningProxy:
     _needs("microsocks", "timeout", "unshare")
-    port = _free_port()
+    port = free_port()
     log = folder / "microsocks.log"
     auth = ["-u", PROXY_USER, "-P", password] if password else []
     _start(stack, ["microsocks", "-i", "127.0.0.1", "-p", str(port), *auth], log, port,
@@ -220,7 +187,7 @@ def _https_proxy(stack: contextlib.ExitStack, folder: Path, kubeconfig: dict[str
         ca_cert, ca_key = _other_ca(folder)
     cert, key = _proxy_certificate(folder, ca_cert, ca_key)
 
-    tiny_port, tls_port = _free_port(), _free_port()
+    tiny_port, tls_port = free_port(), free_port()
     log = folder / "tinyproxy.log"
     conf = folder / "tinyproxy.conf"
     conf.write_text(f'Port {tiny_port}\nListen 127.0.0.1\nTimeout 60\nLogFile "{log}"\n'

@@ -13,9 +13,7 @@ Every process is started on a free loopback port, waited for, and killed by pid 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from tests.support import processes
@@ -61,7 +59,7 @@ class ProxyLab:
         finally:
             if log:
                 out.close()  # type: ignore[union-attr]
-        _wait_listening(self.ports[name], name)
+        processes.wait_listening(self.ports[name], name)
 
     def _dante(self) -> None:
         port, log = free_port(), self.folder / "danted.log"
@@ -111,7 +109,7 @@ class ProxyLab:
         conf.write_text("\n".join(lines) + "\n")
         self._spawn("https", ["stunnel", str(conf)])
         for name in services:
-            _wait_listening(self.ports[name], name)
+            processes.wait_listening(self.ports[name], name)
 
     def log_size(self, name: str) -> int:
         path = self.logs[name]
@@ -129,15 +127,3 @@ class ProxyLab:
         for process in self._processes:
             processes.stop(process)
         self._processes.clear()
-
-
-def _wait_listening(port: int, name: str) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not listen on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
