@@ -30,7 +30,7 @@ _SOCKS_PASSING = frozenset({1, 3, 4, 5, 6})
 
 
 class ProxyRefused(OSError):
-    """The proxy answered CONNECT with a status other than 200."""
+    """The proxy answered CONNECT with a status other than 200, or with more than an answer."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"the proxy answered CONNECT with {status} {safe(reason)}".rstrip())
@@ -92,7 +92,18 @@ def user_info(proxy_url: str) -> tuple[str, str] | None:
 def connect_tunnel(sock: socket.socket, target: Target, proxy_auth: str | None,
                    deadline: float | None) -> None:
     """HTTP CONNECT to `target` (written here: http.client's drops the brackets of an IPv6
-    target before 3.13); ProxyRefused unless the proxy answers 200."""
+    target before 3.13); ProxyRefused unless the proxy answers 200. On failure `sock` is
+    closed, as the SOCKS5 library closes its own (the caller may hold only the socket the TLS
+    wrapper detached)."""
+    try:
+        _connect_tunnel(sock, target, proxy_auth, deadline)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _connect_tunnel(sock: socket.socket, target: Target, proxy_auth: str | None,
+                    deadline: float | None) -> None:
     lines = [f"CONNECT {target.netloc} HTTP/1.1", f"Host: {target.netloc}"]
     if proxy_auth:
         lines.append(f"Proxy-Authorization: {proxy_auth}")
@@ -112,6 +123,11 @@ def connect_tunnel(sock: socket.socket, target: Target, proxy_auth: str | None,
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
     if status != 200:
         raise ProxyRefused(status, parts[2] if len(parts) > 2 else status_line[:80])
+    surplus = len(answer) - answer.index(b"\r\n\r\n") - 4
+    if surplus:
+        # The server speaks only after the client (TLS, an HTTP request): these bytes are the
+        # proxy's. Dropped, they would leave the handshake waiting for the deadline.
+        raise ProxyRefused(status, f"and then {surplus} bytes before the server could speak")
 
 
 def tls_to_proxy(sock: socket.socket, context: ssl.SSLContext, server_name: str,
@@ -140,7 +156,12 @@ class _DeadlineSocket:
 
     def recv(self, size: int) -> bytes:
         self.sock.settimeout(time_left(self._deadline))
-        return self.sock.recv(size)
+        data = self.sock.recv(size)
+        if not data:  # the handshake reads only what it needs: the end comes early
+            # A close is a reset here too, as from an http proxy: it may pass (a restart).
+            raise ConnectionResetError("the SOCKS5 proxy closed the connection in the "
+                                       "handshake")
+        return data
 
     def close(self) -> None:
         self.sock.close()
