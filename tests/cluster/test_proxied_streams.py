@@ -328,7 +328,9 @@ def test_wrong_socks_password_is_one_error_line_and_exit_3(lab: Lab, tmp_path: P
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "SOCKS5 proxy" in lines[0], lines[0]
+    # It names the proxy (host:port, as kubectl does), never its user info.
+    proxy_at = running.url.rpartition("@")[2].rstrip("/")
+    assert f"SOCKS5 proxy {proxy_at} refused" in lines[0], lines[0]
     assert "Traceback" not in done.stderr
     for secret in (password, wrong):
         assert secret not in done.stderr and secret not in done.stdout

@@ -235,14 +235,16 @@ class _Connection(http.client.HTTPConnection):
         if proxy is None:
             return sock
         if proxy.context is not None:
-            sock = tunnels.tls_to_proxy(sock, proxy.context, proxy.server_name, self.deadline)
+            sock = tunnels.tls_to_proxy(sock, proxy.context, proxy.server_name, self.deadline,
+                                        proxy.endpoint.netloc)
         if target is None:  # a plain http request, forwarded by absolute URL
             return sock
         to = tunnels.Target(target.host, target.port)
         if proxy.socks:
             tunnels.socks5_connect(sock, proxy.url, to, self.deadline)
         else:
-            tunnels.connect_tunnel(sock, to, proxy.authorization, self.deadline)
+            tunnels.connect_tunnel(sock, to, proxy.authorization, self.deadline,
+                                   proxy.endpoint.netloc)
         return sock
 
     def send(self, data: Any) -> None:

@@ -32,16 +32,18 @@ _SOCKS_PASSING = frozenset({1, 3, 4, 5, 6})
 class ProxyRefused(OSError):
     """The proxy answered CONNECT with a status other than 200, or with more than an answer."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"the proxy answered CONNECT with {status} {safe(reason)}".rstrip())
+    def __init__(self, status: int, reason: str, proxy: str = "") -> None:
+        where = f"the proxy {proxy}" if proxy else "the proxy"
+        super().__init__(f"{where} answered CONNECT with {status} {safe(reason)}".rstrip())
         self.status = status
 
 
 class SocksRefused(OSError):
     """The SOCKS5 proxy refused the credentials or the connection, or broke the protocol."""
 
-    def __init__(self, reason: str, code: int | None = None) -> None:
-        super().__init__(f"the SOCKS5 proxy refused: {safe(reason)}")
+    def __init__(self, reason: str, code: int | None = None, proxy: str = "") -> None:
+        where = f"the SOCKS5 proxy {proxy}" if proxy else "the SOCKS5 proxy"
+        super().__init__(f"{where} refused: {safe(reason)}")
         self.code = code
 
     @property
@@ -53,8 +55,10 @@ class ProxyCertificateError(OSError):
     """The https:// proxy's certificate failed the check (the API server's CA and name rules,
     as in Go): it will not pass by itself."""
 
-    def __init__(self, proxy: str, reason: str) -> None:
-        super().__init__(f"TLS with the proxy {proxy} failed: {safe(reason)}")
+    def __init__(self, proxy: str, reason: str, checked_as: str = "") -> None:
+        # Go checks an https proxy's certificate with the API server's tls-server-name too.
+        name = f" (checked as {checked_as}, the tls-server-name)" if checked_as else ""
+        super().__init__(f"TLS with the proxy {proxy}{name} failed: {safe(reason)}")
 
 
 @dataclass(frozen=True)
@@ -90,20 +94,20 @@ def user_info(proxy_url: str) -> tuple[str, str] | None:
 
 
 def connect_tunnel(sock: socket.socket, target: Target, proxy_auth: str | None,
-                   deadline: float | None) -> None:
+                   deadline: float | None, proxy: str = "") -> None:
     """HTTP CONNECT to `target` (written here: http.client's drops the brackets of an IPv6
     target before 3.13); ProxyRefused unless the proxy answers 200. On failure `sock` is
     closed, as the SOCKS5 library closes its own (the caller may hold only the socket the TLS
     wrapper detached)."""
     try:
-        _connect_tunnel(sock, target, proxy_auth, deadline)
+        _connect_tunnel(sock, target, proxy_auth, deadline, proxy)
     except BaseException:
         sock.close()
         raise
 
 
 def _connect_tunnel(sock: socket.socket, target: Target, proxy_auth: str | None,
-                    deadline: float | None) -> None:
+                    deadline: float | None, proxy: str) -> None:
     lines = [f"CONNECT {target.netloc} HTTP/1.1", f"Host: {target.netloc}"]
     if proxy_auth:
         lines.append(f"Proxy-Authorization: {proxy_auth}")
@@ -112,7 +116,7 @@ def _connect_tunnel(sock: socket.socket, target: Target, proxy_auth: str | None,
     answer = bytearray()
     while b"\r\n\r\n" not in answer:  # a proxy says nothing more until the client speaks
         if len(answer) > MAX_PROXY_ANSWER:
-            raise ProxyRefused(0, "(an answer too long to be one)")
+            raise ProxyRefused(0, "(an answer too long to be one)", proxy)
         sock.settimeout(time_left(deadline))  # a trickled answer ends at the deadline too
         chunk = sock.recv(4096)
         if not chunk:
@@ -122,24 +126,28 @@ def _connect_tunnel(sock: socket.socket, target: Target, proxy_auth: str | None,
     parts = status_line.split(" ", 2)
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
     if status != 200:
-        raise ProxyRefused(status, parts[2] if len(parts) > 2 else status_line[:80])
+        raise ProxyRefused(status, parts[2] if len(parts) > 2 else status_line[:80], proxy)
     surplus = len(answer) - answer.index(b"\r\n\r\n") - 4
     if surplus:
         # The server speaks only after the client (TLS, an HTTP request): these bytes are the
         # proxy's. Dropped, they would leave the handshake waiting for the deadline.
-        raise ProxyRefused(status, f"and then {surplus} bytes before the server could speak")
+        raise ProxyRefused(status, f"and then {surplus} bytes before the server could speak",
+                           proxy)
 
 
 def tls_to_proxy(sock: socket.socket, context: ssl.SSLContext, server_name: str,
-                 deadline: float | None) -> ssl.SSLSocket:
-    """TLS with an https:// proxy; the handshake keeps one deadline over all its reads."""
+                 deadline: float | None, proxy: str = "") -> ssl.SSLSocket:
+    """TLS with the https:// proxy at `proxy` (host:port), its certificate checked for
+    `server_name`; the handshake keeps one deadline over all its reads."""
     import ssl
 
     sock.settimeout(time_left(deadline))
     try:
         return context.wrap_socket(sock, server_hostname=server_name)
     except ssl.SSLCertVerificationError as exc:
-        raise ProxyCertificateError(server_name, exc.verify_message or str(exc)) from None
+        host = proxy.rpartition(":")[0].strip("[]") if proxy else server_name
+        raise ProxyCertificateError(proxy or server_name, exc.verify_message or str(exc),
+                                    server_name if server_name != host else "") from None
 
 
 class _DeadlineSocket:
@@ -187,6 +195,7 @@ def socks5_connect(sock: socket.socket, proxy_url: str, target: Target,
     from python_socks.sync import Proxy
 
     parts = urllib.parse.urlsplit(proxy_url)
+    where = parts.netloc.rpartition("@")[2]  # host:port, never the user info
     credentials = user_info(proxy_url)
     user, password = credentials if credentials else (None, None)
     proxy = Proxy(ProxyType.SOCKS5, parts.hostname or "", parts.port or 1080, username=user,
@@ -197,9 +206,9 @@ def socks5_connect(sock: socket.socket, proxy_url: str, target: Target,
     except ProxyTimeoutError:
         raise socket.timeout("timed out in the SOCKS5 handshake") from None
     except ProxyError as exc:
-        raise SocksRefused(str(exc), exc.error_code) from None
+        raise SocksRefused(str(exc), exc.error_code, where) from None
     except (AssertionError, ValueError, RuntimeError, IndexError, UnicodeError) as exc:
         # The library's own checks of what the proxy sent (a method it never offered, a
         # malformed reply): a broken proxy, whatever the words.
-        raise SocksRefused(f"a reply that breaks the protocol ({type(exc).__name__})") \
-            from None
+        raise SocksRefused(f"a reply that breaks the protocol ({type(exc).__name__})",
+                           proxy=where) from None
