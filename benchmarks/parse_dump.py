@@ -1,4 +1,7 @@
 """Parsing: `status --from-file` on a generated 50 MB Envoy config dump; wall time and peak RSS.
+Then the live read of one pod's dump as `status` does it (listeners and the stat prefixes of the
+in-flight split): from one pruned parse, beside the two parses it took before (the pruned one
+for listeners and a whole `json.loads` for the prefixes), interleaved in one run.
 
 The dump is shaped like a large gateway's: many dynamic listeners, each with many filter chains
 carrying HTTP connection manager configs, plus a clusters section. Targets: under 2 s and a peak
@@ -82,9 +85,44 @@ def run_measured(argv: list[str]) -> tuple[float, int, bytes]:
         return wall, usage.ru_maxrss * 1024, out.read()
 
 
+def live_read(path: str, mode: str) -> None:
+    """One pod's dump read as `status` reads it (`once`), or with the prefixes from a second,
+    whole parse (`twice`)."""
+    from kubectl_keepalive.envoy import envoy_dump, inflight
+
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if mode == "once":
+        document = envoy_dump.load(raw)
+        listeners, prefixes = envoy_dump.parse_loaded(document, raw), \
+            inflight.listener_prefixes(document)
+    else:
+        listeners, prefixes = envoy_dump.parse(raw), inflight.listener_prefixes(raw)
+    print(len(listeners), len(prefixes))
+
+
+def live_rows(path: str, size: int) -> None:
+    runs: dict[str, list[tuple[float, int]]] = {"once": [], "twice": []}
+    for _ in range(5):
+        for mode in runs:
+            wall, peak, out = run_measured([sys.executable, __file__, "--live", path, mode])
+            runs[mode].append((wall, peak))
+            assert out.split()[0] == out.split()[1], out  # a prefix for every listener
+    print()
+    print("| live read of one dump | wall (median of 5) | peak RSS | RSS / size |")
+    print("|---|---|---|---|")
+    for mode, label in (("twice", "two parses (before)"), ("once", "one pruned parse")):
+        walls = sorted(r[0] for r in runs[mode])
+        peak = max(r[1] for r in runs[mode])
+        print(f"| {label} | {walls[2]:.2f} s | {peak / 2**20:.0f} MiB | {peak / size:.2f}x |")
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--write"]:
         write_dump(sys.argv[2])
+        return 0
+    if sys.argv[1:2] == ["--live"]:
+        live_read(sys.argv[2], sys.argv[3])
         return 0
     plugin = shutil.which("kubectl-keepalive")
     if not plugin:
@@ -101,10 +139,11 @@ def main() -> int:
         peak = max(r[1] for r in runs)
         listeners = sum(len(p["listeners"]) for g in json.loads(runs[-1][2])["gateways"]
                         for p in g["pods"])
-    print("| dump size | listeners | wall (median of 3) | peak RSS | RSS / size |")
-    print("|---|---|---|---|---|")
-    print(f"| {size / 2**20:.1f} MiB | {listeners} | {walls[1]:.2f} s | {peak / 2**20:.0f} MiB "
-          f"| {peak / size:.2f}x |")
+        print("| dump size | listeners | wall (median of 3) | peak RSS | RSS / size |")
+        print("|---|---|---|---|---|")
+        print(f"| {size / 2**20:.1f} MiB | {listeners} | {walls[1]:.2f} s | "
+              f"{peak / 2**20:.0f} MiB | {peak / size:.2f}x |")
+        live_rows(path, size)
     return 0
 
 

@@ -62,9 +62,19 @@ _NEEDED_KEYS = frozenset(
         "datagram",
         "pipe",
         "envoy_internal_address",
+        # The filter chains down to each network filter's stat prefix: what `inflight` reads
+        # from the same parse (the in-flight split per port).
+        "filter_chains",
+        "default_filter_chain",
+        "filters",
+        "typed_config",
+        "stat_prefix",
     }
 )
 _LISTENER_TYPES = ("ListenersConfigDump", "DynamicListener", "StaticListener", ".Listener")
+# Network filters whose stat prefix names a port's connections and requests in /stats: kept
+# as their type and prefix alone (their routes and HTTP filters are most of a dump).
+_COUNTED_FILTERS = ("HttpConnectionManager", "TcpProxy")
 
 _STATE_KEYS = (
     ("active_state", ListenerState.ACTIVE),
@@ -95,6 +105,9 @@ def _keep_needed(obj: dict[str, Any]) -> dict[str, Any]:
     """
     kind = obj.get("@type")
     if kind is not None and not (isinstance(kind, str) and kind.endswith(_LISTENER_TYPES)):
+        if isinstance(kind, str) and kind.endswith(_COUNTED_FILTERS):
+            prefix = obj.get("stat_prefix", obj.get("statPrefix"))
+            return {"@type": kind, "stat_prefix": prefix} if isinstance(prefix, str) else _DROPPED
         return _DROPPED
     keys = obj.keys()
     if keys.isdisjoint(_NEEDED_ANY):
@@ -124,7 +137,12 @@ def load(raw: bytes | str) -> Any:
 
 def parse(raw: bytes | str) -> list[Listener]:
     """Listeners from a config dump or an istioctl listener list, sorted by port, name, state."""
-    document = load(raw)
+    return parse_loaded(load(raw), raw)
+
+
+def parse_loaded(document: Any, raw: bytes | str) -> list[Listener]:
+    """`parse` on a document `load` already decoded from `raw` (read once, used twice: the
+    same pruned document gives `inflight.listener_prefixes` its stat prefixes)."""
     # A rejected update is listed twice (under its listener and as a nameless entry): keep one.
     listeners = list(dict.fromkeys(_listeners_in(document)))
     if not listeners and not _looks_like_listener_config(document) and not _empty_object(raw):

@@ -120,8 +120,10 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
                 pod, [ADMIN_LISTENERS_PATH, *([inflight.STATS_PATH] if with_stats else [])],
                 scope.pod_timeout)
             stats = next((e.body for e in extra if e.error is None), None)
-            listeners = PodListeners(pod, tuple(envoy_dump.parse(read.body)), via=read.via,
-                                     stat_prefixes=_prefixes(read.body), stats=stats)
+            document = envoy_dump.load(read.body)  # one parse for listeners and prefixes
+            listeners = PodListeners(pod, tuple(envoy_dump.parse_loaded(document, read.body)),
+                                     via=read.via, stat_prefixes=_prefixes(document),
+                                     stats=stats)
         except KeepaliveError as exc:
             if exc.exit_code == UsageError.exit_code:
                 return PodListeners(pod, error=f"unreadable listener config: {exc}")
@@ -147,13 +149,13 @@ def read_pods(cluster: Cluster, pods: Iterable[Pod], scope: Scope,
     return {f"{r.pod.namespace}/{r.pod.name}": r for r in results if r.pod}
 
 
-def _prefixes(body: bytes) -> dict[int, inflight.Prefixes]:
+def _prefixes(document: Any) -> dict[int, inflight.Prefixes]:
     """Stat prefixes per port; a dump that parsed as listeners but not here only costs the
     in-flight split (every connection then counts as in flight)."""
     from kubectl_keepalive.envoy import inflight
 
     try:
-        return inflight.listener_prefixes(body)
+        return inflight.listener_prefixes(document)
     except (ValueError, TypeError, AttributeError):
         return {}
 

@@ -27,7 +27,12 @@ def listener(name: str, port: int, udp: bool = False, options: Any = None) -> di
                             "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters."
                                          "network.http_connection_manager.v3."
-                                         "HttpConnectionManager", "stat_prefix": "x" * 1000}}]}]}
+                                         "HttpConnectionManager", "stat_prefix": "x" * 1000,
+                                "route_config": {"name": "r", "virtual_hosts": [{"name": "v"}]},
+                                "http_filters": [{"name": "router"}]}},
+                                {"name": "tls", "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters."
+                                             "listener.tls_inspector.v3.TlsInspector"}}]}]}
     if options:
         body["socket_options"] = options
     return body
@@ -80,7 +85,12 @@ def test_unneeded_objects_are_dropped_while_decoding() -> None:
         "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
         "dynamic_listeners": [{"name": "a", "active_state": {"listener": listener("a", 1)}}]}]}))
     kept = loaded["configs"][0]["dynamic_listeners"][0]["active_state"]["listener"]
-    assert kept["filter_chains"] == [{}]
+    # The connection manager is kept as its type and stat prefix alone (the in-flight split
+    # reads them from this parse); its routes and HTTP filters, and other filters, are gone.
+    hcm = listener("a", 1)["filter_chains"][0]["filters"][0]["typed_config"]
+    assert kept["filter_chains"] == [{"filters": [
+        {"name": "hcm", "typed_config": {"@type": hcm["@type"], "stat_prefix": "x" * 1000}},
+        {"name": "tls", "typed_config": {}}]}]
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b'"text"', b'{"foo": 1}', b"42"])

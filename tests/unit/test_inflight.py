@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_keepalive.envoy import inflight
+from kubectl_keepalive.envoy import envoy_dump, inflight
 from kubectl_keepalive.envoy.sockets import Connections, count_by_local_port
 from kubectl_keepalive.errors import VerificationError
 from kubectl_keepalive.model import Deployment, RolloutState
@@ -32,6 +32,31 @@ def test_stat_prefixes_map_to_ports_from_a_real_dump() -> None:
         28080: inflight.Prefixes(http=("outbound_0.0.0.0_28080",)),
         28443: inflight.Prefixes(tcp=("outbound|443||secure",)),
     }
+
+
+DUMPS = sorted(GOLDEN.parent.glob("*/*config_dump.json"))
+
+
+@pytest.mark.parametrize("path", DUMPS, ids=[f"{p.parent.name}/{p.name}" for p in DUMPS])
+def test_the_pruned_parse_gives_the_prefixes_of_the_whole_dump(path: Path) -> None:
+    """status reads each pod's dump once (envoy_dump.load prunes what it never reads): the
+    prefixes from that document are those of the whole JSON, for every real Envoy's dump."""
+    raw = path.read_bytes()
+    assert inflight.listener_prefixes(envoy_dump.load(raw)) == inflight.listener_prefixes(raw)
+
+
+def test_the_pruned_parse_keeps_camel_case_prefixes() -> None:
+    dump = {"configs": [{"dynamicListeners": [{"activeState": {"listener": {
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "l",
+        "address": {"socketAddress": {"address": "0.0.0.0", "portValue": 8080}},
+        "filterChains": [{"filters": [{"name": "hcm", "typedConfig": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                     "http_connection_manager.v3.HttpConnectionManager",
+            "statPrefix": "outbound_0.0.0.0_8080", "routeConfig": {"name": "big"}}}]}],
+    }}}]}]}
+    raw = json.dumps(dump).encode()
+    assert inflight.listener_prefixes(envoy_dump.load(raw)) == inflight.listener_prefixes(raw) \
+        == {8080: inflight.Prefixes(http=("outbound_0.0.0.0_8080",))}
 
 
 @pytest.mark.parametrize("name", ["stats.txt", "stats.json"])
