@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-timeout", default="10s", metavar="DUR",
                         help="how long to wait for the connection, proxy and TLS handshake "
                              "(default 10s)")
+    parser.add_argument("--insecure-target", action="store_true",
+                        help="do not check the target's certificate (insecure); "
+                             "--insecure-skip-tls-verify is the API server's, as in kubectl")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     parser.add_argument("--timeout", default="10s", metavar="DUR",
                         help="per-pod timeout for reading Envoy admin (default 10s)")
@@ -90,9 +93,15 @@ def request_from(args: argparse.Namespace) -> probe.Request:
         targets.from_url(args.url, args.host)
         if args.gateway is not None:
             raise UsageError("--gateway chooses among the cluster's gateways: --url needs none")
+        if getattr(args, "insecure_skip_tls_verify", False):
+            # kubectl's flag is the API server's, which --url never contacts: taking it for
+            # the target here would give one flag two meanings.
+            raise UsageError("--insecure-skip-tls-verify is the API server's, which --url does "
+                             "not contact: --insecure-target skips the target's certificate "
+                             "check")
     return probe.Request(url=args.url, host=args.host, hold=hold, connections=connections,
                          answer_timeout=float(answer), connect_timeout=float(connect),
-                         insecure=bool(getattr(args, "insecure_skip_tls_verify", False)),
+                         insecure=bool(args.insecure_target),
                          gateway=args.gateway)
 
 

@@ -232,7 +232,7 @@ def open_connection(target: Target, proxy: Proxy | None, context: ssl.SSLContext
         raw.close()
         raise Unreachable(f"TLS: the certificate of {target.address} was refused: "
                           f"{printable(exc.verify_message or str(exc), 160)} "
-                          "(--insecure-skip-tls-verify skips the check)") from None
+                          "(--insecure-target skips the check)") from None
     except (ssl.SSLError, OSError) as exc:
         raw.close()
         hint = ("" if sni_given else

@@ -28,6 +28,7 @@ from tests.unit.test_cli_doctor import NLB, gateway_with_dump, service
     (["--url", "http://x/", "--hold", "1s", "--host", "a\r\nb"], "--host"),
     (["--url", "http://x/", "--hold", "1s", "--gateway", "gw"], "--url needs none"),
     (["--hold", "1s", "--gateway", "Not_A_Name"], "--gateway"),
+    (["--url", "https://x/", "--hold", "1s", "--insecure-skip-tls-verify"], "--insecure-target"),
 ])
 def test_bad_input_is_exit_2_before_any_contact(argv: list[str], says: str,
                                                 env: dict[str, str]) -> None:  # noqa: F811
@@ -173,3 +174,19 @@ def test_names_from_the_cluster_reach_the_terminal_escaped(
     assert code == 4, err
     assert "\x1b" not in out + err and "\x07" not in out + err
     assert "front\\x1b]0;owned\\x07" in out
+
+
+@pytest.mark.parametrize(("flags", "target_checked", "api_checked"), [
+    ([], True, True),
+    (["--insecure-target"], False, True),
+    (["--insecure-skip-tls-verify"], True, False),  # kubectl's flag: the API server's alone
+    (["--insecure-target", "--insecure-skip-tls-verify"], False, False),
+])
+def test_the_targets_certificate_check_has_a_flag_of_its_own(
+        flags: list[str], target_checked: bool, api_checked: bool) -> None:
+    from kubectl_keepalive.cli import probe_command
+    from kubectl_keepalive.cli.main import build_parser
+
+    args = build_parser().parse_args(["probe", "--hold", "1s", *flags])
+    assert probe_command.request_from(args).insecure is not target_checked
+    assert bool(getattr(args, "insecure_skip_tls_verify", False)) is not api_checked

@@ -130,7 +130,7 @@ def test_tls_with_a_server_name_checks_the_certificate(
         wrong = probe(f"https://127.0.0.1:{server.port}/", host="other.probe.test",
                       settings=checked)
     assert ok.outcome == "survived" and ok.target.server_name == "app.probe.test"
-    assert wrong.outcome == "unreachable" and "--insecure-skip-tls-verify" in wrong.detail
+    assert wrong.outcome == "unreachable" and "--insecure-target" in wrong.detail
 
 
 def test_a_handshake_without_a_server_name_says_so(pki: Path) -> None:
@@ -164,7 +164,7 @@ def test_an_address_without_a_host_is_checked_against_the_certificate(
     with HoldServer("answer", tls=_tls_server(pki, require_sni=False)) as server:
         result = probe(f"https://127.0.0.1:{server.port}/")  # no SNI; the name is not the IP
     assert result.outcome == "unreachable"
-    assert "certificate" in result.detail and "--insecure-skip-tls-verify" in result.detail
+    assert "certificate" in result.detail and "--insecure-target" in result.detail
 
 
 def test_a_second_answer_that_breaks_the_bounds_still_proves_the_connection_survived() -> None:
