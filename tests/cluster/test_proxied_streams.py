@@ -307,6 +307,15 @@ def test_streams_through_the_proxy_match_the_direct_route(
         assert tunnels >= upgrades + 1, (command, tunnels, upgrades)
 
 
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """Exit 3, nothing on stdout, one `error: ` line on stderr; that line."""
+    assert done.returncode == 3, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
 def test_wrong_socks_password_is_one_error_line_and_exit_3(lab: Lab, tmp_path: Path) -> None:
     password = secrets.token_urlsafe(12)
     wrong = secrets.token_urlsafe(12)
@@ -324,13 +333,10 @@ def test_wrong_socks_password_is_one_error_line_and_exit_3(lab: Lab, tmp_path: P
         assert oracle.returncode != 0, "kubectl accepted a wrong SOCKS5 password"
 
         done, tunnels = running.tunnels_during(target, lambda: client.keepalive(*STATUS))
-    assert done.returncode == 3, (done.returncode, done.stdout, done.stderr)
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    line = _one_error_line(done)
     # It names the proxy (host:port, as kubectl does), never its user info.
     proxy_at = running.url.rpartition("@")[2].rstrip("/")
-    assert f"SOCKS5 proxy {proxy_at} refused" in lines[0], lines[0]
+    assert f"SOCKS5 proxy {proxy_at} refused" in line, line
     assert "Traceback" not in done.stderr
     for secret in (password, wrong):
         assert secret not in done.stderr and secret not in done.stdout
@@ -349,9 +355,6 @@ def test_https_proxy_with_a_certificate_the_kubeconfig_does_not_trust_is_refused
         oracle = client.kubectl("get", "--raw", "/readyz")
         assert oracle.returncode != 0, "kubectl trusted a proxy certificate of another CA"
         done, tunnels = running.tunnels_during(target, lambda: client.keepalive(*STATUS))
-    assert done.returncode == 3, (done.returncode, done.stdout, done.stderr)
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "proxy 127.0.0.1" in lines[0], lines[0]  # the proxy is named, not the server
+    line = _one_error_line(done)
+    assert "proxy 127.0.0.1" in line, line  # the proxy is named, not the server
     assert tunnels == 0, "a CONNECT went through a proxy whose certificate failed the check"

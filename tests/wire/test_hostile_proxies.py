@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import socket
 import ssl
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,12 +44,12 @@ from tests.wire.hostile_api import (
     assert_clean,
     hostile_api,
     make_tls,
+    run_plugin,
     write_kubeconfig,
 )
 
 pytestmark = pytest.mark.wire
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 1.0  # --request-timeout of every run: each trickled byte (0.5 s apart) is in time
 SLACK = 4.0  # process start, imports and teardown on a shared 2-core machine
 LIMIT = 30.0  # a run still going by then is killed: an implementation that hangs
@@ -63,22 +61,10 @@ PASSWORD = "s3cret-Pass-9"  # a test value that the output must never show
 
 
 def run(kubeconfig: Path, *args: str) -> Run:
-    """`python -m kubectl_keepalive status --request-timeout ...` on this tree, in a process of
-    its own, killed (by its pid) past LIMIT."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(kubeconfig.parent),
-           "KUBECONFIG": str(kubeconfig), "LANG": "C.UTF-8", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "kubectl_keepalive", "status",
-               "--request-timeout", f"{TIMEOUT:g}s", *args]
-    started = time.monotonic()
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = process.communicate(timeout=LIMIT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate(timeout=10)
-        raise AssertionError(f"the plugin ran past {LIMIT}s: {err[-2000:]!r}") from None
-    return Run(process.returncode, out, err, time.monotonic() - started)
+    """`kubectl-keepalive status --request-timeout ...` in a process of its own, killed (by
+    its pid) past LIMIT."""
+    return run_plugin(kubeconfig, "status", "--request-timeout", f"{TIMEOUT:g}s", *args,
+                      limit=LIMIT)
 
 
 def one_error(result: Run, *words: str) -> str:
