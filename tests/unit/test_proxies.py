@@ -91,6 +91,7 @@ def test_https_and_socks5_proxies_are_taken_as_kubectl_takes_them(
 
 @pytest.mark.parametrize("proxy_url", [
     "http://", "socks5://jane:pw@:1080", "socks5://p:99999",
+    "http://jane:pw/x@p:3128", "http://jane:pw?x@p:3128", "https://jane:pw#x@p:3128",
     "socks5://j%C3%A9:pw@p:1080", "socks5://jane:p%C3%A9@p:1080",
     "socks5://jane:" + "x" * 256 + "@p:1080",
 ])
@@ -121,6 +122,10 @@ def test_no_proxy_ports_and_ipv6(server: str, no_proxy: str, bypassed: bool) -> 
     ("https://jane@proxy", "https://jane@proxy"),
     ("jane:pw@proxy:3128", "jane:***@proxy:3128"),
     ("https://api:6443/path@x", "https://api:6443/path@x"),
+    # An unencoded '/', '?' or '#' in a password ends the authority early: still hidden.
+    ("http://jane:p/ss-secret@proxy:3128", "http://jane:***@proxy:3128"),
+    ("http://jane:p?ss-secret@proxy:3128", "http://jane:***@proxy:3128"),
+    ("http://jane:p#ss-secret@proxy:3128", "http://jane:***@proxy:3128"),
 ])
 def test_passwords_in_urls_are_masked(url: str, shown: str) -> None:
     from kubectl_keepalive.kube.client.proxies import masked_url

@@ -1,4 +1,5 @@
-"""Fixtures of the wire tier: the test PKI and the recording API server, one per session."""
+"""Fixtures of the wire tier: the test PKI and the recording API server, one per session, and
+the real proxies (tests/wire/proxy_lab.py), one per session too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.wire import pki as pki_module
 from tests.wire.pki import Pki
+from tests.wire.proxy_lab import ProxyLab, missing_tools
 from tests.wire.recorder import RecordingApiServer
 
 
@@ -22,3 +24,13 @@ def api_server(pki: Pki) -> Iterator[RecordingApiServer]:
     server = RecordingApiServer(pki).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_lab(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ProxyLab]:
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (scripts/netlab-deps.sh installs them)")
+    lab = ProxyLab(tmp_path_factory.mktemp("proxies"), pki).start()
+    yield lab
+    lab.stop()

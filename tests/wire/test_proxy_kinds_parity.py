@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,16 +131,6 @@ CASES = [
                                           **CA}, "tinyproxy",
          env={"HTTPS_PROXY": "https://127.0.0.1:{https}"}),
 ]
-
-
-@pytest.fixture(scope="module")
-def proxy_lab(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ProxyLab]:
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/netlab-deps.sh installs them)")
-    lab = ProxyLab(tmp_path_factory.mktemp("proxies"), pki).start()
-    yield lab
-    lab.stop()
 
 
 def _asked(log: str, text: str) -> set[str]:

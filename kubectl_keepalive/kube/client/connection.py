@@ -102,8 +102,10 @@ def _server(value: str, origin: str, where: str) -> str:
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError as exc:
-        raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r}: {exc}") from None
+    except ValueError:
+        # Never the parser's words: they may quote a password that holds a '/'.
+        raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r} is not a valid URL "
+                         "(is the port a number?)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"kubeconfig {origin}: {where}.server: {shown!r} is not an http(s) URL")
     if "@" in parts.netloc:

@@ -73,6 +73,9 @@ class Endpoint:
 
 
 def _default_port(scheme: str) -> int:
+    """The port a URL without one means: SOCKS5's is 1080, as in Go's net/http."""
+    if scheme in ("socks5", "socks5h"):
+        return 1080
     return 443 if scheme in ("https", "wss") else 80
 
 
@@ -209,11 +212,18 @@ class _Connection(http.client.HTTPConnection):
         self.response_class = functools.partial(_bounded_response, conn=self)  # type: ignore
 
     def connect(self) -> None:
-        sock: Any = socket.create_connection((self.host, self.port), time_left(self.deadline))
+        try:
+            sock: Any = socket.create_connection((self.host, self.port),
+                                                 time_left(self.deadline))
+        except OSError as exc:
+            raise self._at_proxy(exc) from None
         try:
             # Small requests go out at once, as http.client's own connect() arranges.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = self._through_proxy(sock)
+            try:
+                sock = self._through_proxy(sock)
+            except OSError as exc:
+                raise self._at_proxy(exc) from None
             if self._context is not None:
                 # The handshake keeps one deadline over all its reads (CPython's ssl module).
                 sock.settimeout(time_left(self.deadline))
@@ -228,6 +238,13 @@ class _Connection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+    def _at_proxy(self, exc: OSError) -> OSError:
+        """A failure on the way through the proxy, naming it (as kubectl's "proxyconnect"
+        does) unless the error already does; the API server's own errors as they are."""
+        if self._proxy is None or isinstance(exc, tunnels.NAMES_THE_PROXY):
+            return exc
+        return tunnels.ProxyHopError(self._proxy.endpoint.netloc, exc)
 
     def _through_proxy(self, sock: Any) -> Any:
         """`sock`, connected to the proxy (if any), made a way to the server."""

@@ -30,6 +30,10 @@ class NestedTls:
         self._tls = context.wrap_bio(self._incoming, self._outgoing,
                                      server_hostname=server_hostname)
         self._timeout = outer.gettimeout()
+        # As a socket's makefile(): an answer's file keeps the connection open after
+        # http.client closed it (an answer that ends with the connection is read after that).
+        self._files = 0
+        self._closed = False
 
     def do_handshake(self) -> None:
         self._run(self._tls.do_handshake)
@@ -66,7 +70,10 @@ class NestedTls:
     def recv(self, size: int) -> bytes:
         try:
             return self._run(self._tls.read, size)
-        except ssl.SSLZeroReturnError:  # the server's close_notify: the end of the stream
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            # close_notify, or the end without one at a record's edge: the end of the stream,
+            # as an SSLSocket (suppress_ragged_eofs) and Go report it. A cut answer is still
+            # caught by its length or its chunks.
             return b""
 
     def recv_into(self, buffer: Any, size: int = 0) -> int:
@@ -91,7 +98,13 @@ class NestedTls:
         return self._timeout
 
     def makefile(self, *_args: Any, **_kwargs: Any) -> io.RawIOBase:
+        self._files += 1
         return _Reads(self)
+
+    def file_closed(self) -> None:
+        self._files -= 1
+        if self._closed and self._files <= 0:
+            self._outer.close()
 
     def fileno(self) -> int:
         return self._outer.fileno()
@@ -106,7 +119,9 @@ class NestedTls:
         self._outer.shutdown(how)
 
     def close(self) -> None:
-        self._outer.close()
+        self._closed = True
+        if self._files <= 0:
+            self._outer.close()
 
 
 class _Reads(io.RawIOBase):
@@ -121,3 +136,8 @@ class _Reads(io.RawIOBase):
 
     def readinto(self, target: Any) -> int:
         return self._tls.recv_into(target)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._tls.file_closed()
+        super().close()

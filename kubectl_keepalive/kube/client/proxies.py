@@ -55,8 +55,12 @@ def _check(proxy: Proxy) -> None:
     try:
         parts = urllib.parse.urlsplit(proxy.url)
         parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError as exc:
-        raise UsageError(f"{shown}: {exc}") from None
+    except ValueError:
+        # Never the parser's words: they quote the text they stopped at, which may be a
+        # password holding a '/', '?' or '#'.
+        raise UsageError(f"{shown}: not a valid URL (is the port a number? a '/', '?', '#' "
+                         "or '@' in a user name or password must be percent-encoded)") \
+            from None
     if parts.scheme not in (SCHEMES if proxy.source == "proxy-url" else ENV_SCHEMES):
         hint = "" if proxy.source == "proxy-url" else " (or list the server in NO_PROXY)"
         raise UsageError(f"{shown}: unsupported scheme {parts.scheme!r}, must be http, https, "
@@ -79,10 +83,14 @@ def masked_url(url: str) -> str:
         scheme, rest = "", url
     authority, slash, tail = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{host}{slash}{tail}"
+    if at and ":" in userinfo:
+        return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}{slash}{tail}"
+    # No user info in the authority, but an '@' further on after `name:something` that is not
+    # a port: a password holding an unencoded '/' (a broken URL). Hidden up to the last '@'.
+    name, colon, port = authority.partition(":")
+    if colon and not port.isdigit() and "@" in tail:
+        return f"{scheme}{sep}{name}:***@{tail.rpartition('@')[2]}"
+    return url
 
 
 def _variable(env: Mapping[str, str], name: str) -> tuple[str, str]:

@@ -161,9 +161,13 @@ def passing(exc: BaseException) -> bool:
 
     from kubectl_keepalive.kube.client.tunnels import (
         ProxyCertificateError,
+        ProxyHopError,
         ProxyRefused,
         SocksRefused,
     )
+
+    if isinstance(exc, ProxyHopError):
+        return passing(exc.cause)
 
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         return True

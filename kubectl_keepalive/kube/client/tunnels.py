@@ -18,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from kubectl_keepalive.errors import UsageError
 from kubectl_keepalive.terminal import safe
 
 if TYPE_CHECKING:
@@ -59,6 +60,20 @@ class ProxyCertificateError(OSError):
         # Go checks an https proxy's certificate with the API server's tls-server-name too.
         name = f" (checked as {checked_as}, the tls-server-name)" if checked_as else ""
         super().__init__(f"TLS with the proxy {proxy}{name} failed: {safe(reason)}")
+
+
+class ProxyHopError(OSError):
+    """Reaching or talking to the proxy failed (refused, reset, timed out, TLS): the proxy is
+    named; whether it may pass by itself is its cause's."""
+
+    def __init__(self, proxy: str, cause: OSError) -> None:
+        said = safe(str(cause)) or type(cause).__name__
+        super().__init__(f"the proxy {proxy}: {said}")
+        self.cause = cause
+
+
+# The errors that name the proxy themselves.
+NAMES_THE_PROXY = (ProxyRefused, SocksRefused, ProxyCertificateError, ProxyHopError)
 
 
 @dataclass(frozen=True)
@@ -196,6 +211,13 @@ def socks5_connect(sock: socket.socket, proxy_url: str, target: Target,
 
     parts = urllib.parse.urlsplit(proxy_url)
     where = parts.netloc.rpartition("@")[2]  # host:port, never the user info
+    if not _ip_address(target.host) and (
+            len(target.host) > 255 or any(len(label) > 63 for label in target.host.split("."))):
+        # SOCKS5 carries a name in at most 255 bytes, and the library checks labels too: the
+        # kubeconfig's fault, not the proxy's.
+        raise UsageError(f"the API server's name {safe(target.host)} cannot go through the "
+                         f"SOCKS5 proxy {where}: a DNS name has labels of at most 63 "
+                         "characters and 255 in all")
     credentials = user_info(proxy_url)
     user, password = credentials if credentials else (None, None)
     proxy = Proxy(ProxyType.SOCKS5, parts.hostname or "", parts.port or 1080, username=user,
@@ -212,3 +234,13 @@ def socks5_connect(sock: socket.socket, proxy_url: str, target: Target,
         # malformed reply): a broken proxy, whatever the words.
         raise SocksRefused(f"a reply that breaks the protocol ({type(exc).__name__})",
                            proxy=where) from None
+
+
+def _ip_address(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

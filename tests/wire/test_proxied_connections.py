@@ -1,0 +1,190 @@
+"""Connections through real proxies (tests/wire/proxy_lab.py) as the client's pool uses them.
+
+An answer that ends with its connection, and a kept connection the server dropped without
+close_notify, must read and retry the same through an https:// proxy (the API server's TLS
+inside the proxy's: kube/client/nested_tls.py) as through an http:// one and directly. A
+failure on the way to the proxy names the proxy, and whether it may pass stays its cause's.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from kubectl_keepalive.kube.client.httppool import HttpPool, proxy_route
+from kubectl_keepalive.kube.client.transport import passing
+from kubectl_keepalive.kube.client.tunnels import ProxyHopError
+from tests.wire.pki import Pki
+from tests.wire.proxy_lab import ProxyLab
+from tests.wire.recorder import free_port
+
+pytestmark = pytest.mark.wire
+
+BODY = b"k" * 100_000  # several TLS records, so the answer outlives its first read
+
+
+class ScriptedApi:
+    """A TLS server on loopback answering every GET with BODY: with `Connection: close`
+    (then closing), or keeping the connection and dropping it, without close_notify, when the
+    second request arrives on it."""
+
+    def __init__(self, pki: Pki, mode: str) -> None:
+        self.mode = mode
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(pki.server.cert, pki.server.key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(raw,), daemon=True).start()
+
+    def _one(self, raw: socket.socket) -> None:
+        raw.settimeout(10)
+        try:
+            with self._context.wrap_socket(raw, server_side=True) as conn:
+                self._answer(conn)
+        except OSError:
+            pass
+        finally:
+            raw.close()
+
+    def _answer(self, conn: ssl.SSLSocket) -> None:
+        close = self.mode == "close"
+        served = 0
+        while self._request(conn):
+            if self.mode == "drop-second" and served == 1:
+                return  # closed by the caller; CPython sends no close_notify: a ragged end
+            served += 1
+            self.answered += 1  # before the answer: the client may see it before we go on
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + (b"Connection: close\r\n" if close else b"")
+                         + b"Content-Length: %d\r\n\r\n" % len(BODY))
+            conn.sendall(BODY)
+            if close:
+                return
+
+    @staticmethod
+    def _request(conn: ssl.SSLSocket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        return True
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def client_context(pki: Pki) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki.ca.cert))
+
+
+def _pool(api: ScriptedApi, context: ssl.SSLContext, proxy: str | None) -> HttpPool:
+    return HttpPool(f"https://127.0.0.1:{api.port}", context, proxy_url=proxy)
+
+
+def _proxies(lab: ProxyLab) -> Iterator[str | None]:
+    yield None
+    yield f"http://127.0.0.1:{lab.ports['tinyproxy']}"
+    yield f"https://127.0.0.1:{lab.ports['https']}"
+    yield f"socks5://127.0.0.1:{lab.ports['dante']}"
+
+
+ROUTES = ["direct", "http", "https", "socks5"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_an_answer_that_ends_with_its_connection_is_read_whole(
+        route: str, proxy_lab: ProxyLab, pki: Pki, client_context: ssl.SSLContext) -> None:
+    proxy = dict(zip(ROUTES, _proxies(proxy_lab)))[route]
+    api = ScriptedApi(pki, "close")
+    pool = _pool(api, client_context, proxy)
+    try:
+        for _ in range(2):
+            assert pool.request("GET", "/x", [], None, 10) == (200, BODY)
+    finally:
+        pool.close()
+        api.close()
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_kept_connection_the_server_dropped_is_retried_once(
+        route: str, proxy_lab: ProxyLab, pki: Pki, client_context: ssl.SSLContext) -> None:
+    proxy = dict(zip(ROUTES, _proxies(proxy_lab)))[route]
+    api = ScriptedApi(pki, "drop-second")
+    pool = _pool(api, client_context, proxy)
+    try:
+        for _ in range(3):
+            assert pool.request("GET", "/x", [], None, 10) == (200, BODY)
+    finally:
+        pool.close()
+        api.close()
+    assert api.answered == 3
+
+
+def test_a_proxy_that_is_not_there_is_named_and_may_pass(
+        pki: Pki, client_context: ssl.SSLContext) -> None:
+    closed = free_port()
+    api = ScriptedApi(pki, "close")
+    pool = _pool(api, client_context, f"http://jane:pw-secret@127.0.0.1:{closed}")
+    try:
+        with pytest.raises(ProxyHopError) as caught:
+            pool.request("GET", "/x", [], None, 5)
+    finally:
+        pool.close()
+        api.close()
+    assert str(caught.value).startswith(f"the proxy 127.0.0.1:{closed}: ")
+    assert isinstance(caught.value.cause, ConnectionRefusedError)
+    assert passing(caught.value) and "pw-secret" not in str(caught.value)
+
+
+def _plain_http_answer(listener: socket.socket) -> None:
+    """A plain-HTTP proxy that answers at once, whatever arrives (TLS from a client that took
+    it for an https:// proxy)."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_https_to_a_plain_http_proxy_is_named_and_will_not_pass(
+        pki: Pki, client_context: ssl.SSLContext) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    plain = listener.getsockname()[1]
+    threading.Thread(target=_plain_http_answer, args=(listener,), daemon=True).start()
+    api = ScriptedApi(pki, "close")
+    pool = _pool(api, client_context, f"https://127.0.0.1:{plain}")
+    try:
+        with pytest.raises(ProxyHopError) as caught:
+            pool.request("GET", "/x", [], None, 5)
+    finally:
+        pool.close()
+        api.close()
+        listener.close()
+    assert str(caught.value).startswith(f"the proxy 127.0.0.1:{plain}: ")
+    assert isinstance(caught.value.cause, ssl.SSLError) and not passing(caught.value)
+
+
+@pytest.mark.parametrize(("url", "port"), [
+    ("socks5://bastion", 1080), ("socks5h://bastion", 1080), ("https://bastion", 443),
+    ("http://bastion", 80), ("socks5://bastion:9050", 9050),
+])
+def test_a_proxy_without_a_port_gets_its_schemes_own(url: str, port: int) -> None:
+    """As Go's net/http: SOCKS5's port is 1080."""
+    assert proxy_route(url, None, None).endpoint.port == port
