@@ -106,33 +106,25 @@ def _proxies(lab: ProxyLab) -> Iterator[str | None]:
 ROUTES = ["direct", "http", "https", "socks5"]
 
 
+@pytest.mark.parametrize(("mode", "requests"), [("close", 2), ("drop-second", 3)],
+                         ids=["answer-ends-with-its-connection", "kept-connection-dropped"])
 @pytest.mark.parametrize("route", ROUTES)
-def test_an_answer_that_ends_with_its_connection_is_read_whole(
-        route: str, proxy_lab: ProxyLab, pki: Pki, client_context: ssl.SSLContext) -> None:
+def test_every_answer_arrives_whole_on_every_route(
+        route: str, mode: str, requests: int, proxy_lab: ProxyLab, pki: Pki,
+        client_context: ssl.SSLContext) -> None:
+    """`close`: each answer ends with its connection, read after http.client closed it.
+    `drop-second`: the server drops a kept connection when the second request arrives on it,
+    without close_notify; the GET is sent again on a new connection, once."""
     proxy = dict(zip(ROUTES, _proxies(proxy_lab)))[route]
-    api = ScriptedApi(pki, "close")
+    api = ScriptedApi(pki, mode)
     pool = _pool(api, client_context, proxy)
     try:
-        for _ in range(2):
+        for _ in range(requests):
             assert pool.request("GET", "/x", [], None, 10) == (200, BODY)
     finally:
         pool.close()
         api.close()
-
-
-@pytest.mark.parametrize("route", ROUTES)
-def test_a_kept_connection_the_server_dropped_is_retried_once(
-        route: str, proxy_lab: ProxyLab, pki: Pki, client_context: ssl.SSLContext) -> None:
-    proxy = dict(zip(ROUTES, _proxies(proxy_lab)))[route]
-    api = ScriptedApi(pki, "drop-second")
-    pool = _pool(api, client_context, proxy)
-    try:
-        for _ in range(3):
-            assert pool.request("GET", "/x", [], None, 10) == (200, BODY)
-    finally:
-        pool.close()
-        api.close()
-    assert api.answered == 3
+    assert api.answered == requests
 
 
 def test_a_proxy_that_is_not_there_is_named_and_may_pass(
