@@ -127,20 +127,27 @@ def test_every_answer_arrives_whole_on_every_route(
     assert api.answered == requests
 
 
-def test_a_proxy_that_is_not_there_is_named_and_may_pass(
-        pki: Pki, client_context: ssl.SSLContext) -> None:
-    closed = free_port()
+def _fails_at_the_proxy(pki: Pki, context: ssl.SSLContext, proxy: str) -> ProxyHopError:
+    """The error of one GET to a working API server through `proxy`, which must fail there."""
     api = ScriptedApi(pki, "close")
-    pool = _pool(api, client_context, f"http://jane:pw-secret@127.0.0.1:{closed}")
+    pool = _pool(api, context, proxy)
     try:
         with pytest.raises(ProxyHopError) as caught:
             pool.request("GET", "/x", [], None, 5)
     finally:
         pool.close()
         api.close()
-    assert str(caught.value).startswith(f"the proxy 127.0.0.1:{closed}: ")
-    assert isinstance(caught.value.cause, ConnectionRefusedError)
-    assert passing(caught.value) and "pw-secret" not in str(caught.value)
+    return caught.value
+
+
+def test_a_proxy_that_is_not_there_is_named_and_may_pass(
+        pki: Pki, client_context: ssl.SSLContext) -> None:
+    closed = free_port()
+    error = _fails_at_the_proxy(pki, client_context,
+                                f"http://jane:pw-secret@127.0.0.1:{closed}")
+    assert str(error).startswith(f"the proxy 127.0.0.1:{closed}: ")
+    assert isinstance(error.cause, ConnectionRefusedError)
+    assert passing(error) and "pw-secret" not in str(error)
 
 
 def _plain_http_answer(listener: socket.socket) -> None:
@@ -160,17 +167,12 @@ def test_https_to_a_plain_http_proxy_is_named_and_will_not_pass(
     listener = socket.create_server(("127.0.0.1", 0))
     plain = listener.getsockname()[1]
     threading.Thread(target=_plain_http_answer, args=(listener,), daemon=True).start()
-    api = ScriptedApi(pki, "close")
-    pool = _pool(api, client_context, f"https://127.0.0.1:{plain}")
     try:
-        with pytest.raises(ProxyHopError) as caught:
-            pool.request("GET", "/x", [], None, 5)
+        error = _fails_at_the_proxy(pki, client_context, f"https://127.0.0.1:{plain}")
     finally:
-        pool.close()
-        api.close()
         listener.close()
-    assert str(caught.value).startswith(f"the proxy 127.0.0.1:{plain}: ")
-    assert isinstance(caught.value.cause, ssl.SSLError) and not passing(caught.value)
+    assert str(error).startswith(f"the proxy 127.0.0.1:{plain}: ")
+    assert isinstance(error.cause, ssl.SSLError) and not passing(error)
 
 
 @pytest.mark.parametrize(("url", "port"), [
