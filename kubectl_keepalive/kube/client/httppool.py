@@ -81,11 +81,10 @@ def _default_port(scheme: str) -> int:
 
 def proxy_authorization(proxy_url: str) -> str | None:
     """Basic credentials from a proxy URL's user:password, as a Proxy-Authorization value."""
-    parts = urllib.parse.urlsplit(proxy_url)
-    if parts.username is None:
+    credentials = tunnels.user_info(proxy_url)
+    if credentials is None:
         return None
-    user = urllib.parse.unquote(parts.username)
-    password = urllib.parse.unquote(parts.password or "")
+    user, password = credentials
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
